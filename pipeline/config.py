@@ -1,0 +1,292 @@
+"""The one configuration module: frozen dataclasses, presets as data, and command-line overrides.
+
+`dataclasses.asdict(cfg)` is what MLflow logs and what Ray workers receive; `Config.from_dict`
+rebuilds it on the other side. Constructors elsewhere take plain values: only the `build_*`
+functions read a config. Every default that differs from the paper says why.
+
+Overrides use one style everywhere: `--set section.field=value` (e.g. `--set train.lr=0.002`),
+with the value parsed by the field's type; unknown names fail with the list of valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+# The paper's assigners, in the order of its Table 2; the names are the registry keys of `assigners`.
+ASSIGNER_NAMES = ("fixed_iou", "atss_iou", "atss_giou", "atss_diou", "atss_maiou", "atss_gmaiou")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # None = the built-in synthetic dataset, generated under `synthetic_dir` on first use.
+    data_dir: str | None = None
+    train_json: str = "annotations/train.json"
+    val_json: str = "annotations/val.json"
+    image_root: str = "images"
+    synthetic_dir: str = "~/.cache/maskaware/synthetic"
+    synthetic_train_images: int = 200
+    synthetic_val_images: int = 50
+    synthetic_size: int = 256
+    synthetic_seed: int = 0
+    # Network input size S (square, aspect not kept, as in every official YOLACT config).
+    scale: int = 550
+    augment: bool = True
+    min_box_size: float = 4.0
+    skip_invalid: bool = False
+    # "loader": integral images of the augmented S×S masks built in the loader workers (official,
+    # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
+    integrals: str = "loader"
+    parquet_dir: str | None = None
+    loader_workers: int = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet50"  # resnet18 | resnet50 | resnet101
+    stride_in_1x1: bool = False  # Caffe/Keras layout; on for the converted ImageNet weights
+    frozen_bn: bool = False
+    backbone_weights: str | None = None
+    num_classes: int = 80
+    fpn_channels: int = 256
+    num_protos: int = 32
+    # "auto" follows the assigner: the 3-ratio YOLACT grid for fixed_iou, 1 square anchor per
+    # location for ATSS; "mayolact" = 2 per location.
+    anchor_grid: str = "auto"
+    # (paper preset) the fixed-IoU grid keeps the 550-based strides 550/[69,35,18,9,5] at every S.
+    yolact_550_strides: bool = True
+    scales_per_level: int = 1  # YOLACT++: 3
+    dcn_interval: int = 0  # 0 = no deformable convs; YOLACT++ R101: 3; maYOLACT: 1
+    dcn_stages: tuple[int, ...] = (3, 4, 5)
+    mask_rescoring: bool = False  # YOLACT++ fast mask re-scoring
+    carafe: bool = False  # maYOLACT FPN upsampling
+    sipmask: bool = False  # spatial coefficients per 2×2 box quadrant
+    mask_alignment_weighting: bool = False  # SipMask loss weighting
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    assigner: str = "atss_maiou"
+    seed: int = 0
+    epochs: int = 55
+    max_iters: int | None = None  # overrides epochs when set
+    batch_size: int = 8  # per worker
+    num_workers: int = 1  # Ray Train workers (one per GPU on a cluster)
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    lr: float = 4e-3  # for a global batch of 32, scaled linearly
+    lr_reference_batch: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.1
+    schedule: str = "step"  # step | cosine
+    step_epochs: tuple[int, ...] = (20, 42, 49, 52)
+    grad_clip: float = 35.0
+    amp: bool = True  # bf16 autocast, CUDA only
+    loss_cls: float = 1.0
+    loss_box: float = 1.5
+    loss_mask: float | None = None  # None: 6.125 for fixed_iou, 8 for ATSS (official configs)
+    loss_sem: float = 1.0
+    ohem_neg_pos: int = 3
+    max_masks: int = 100
+    checkpoint_every: int = 500  # iterations
+    log_every: int = 20
+    init_from: str | None = None  # checkpoint of ours to fine-tune from
+    storage_path: str = "~/.cache/maskaware/runs"
+    max_failures: int = 2
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    score_thr: float = 0.05
+    nms_pre: int = 1000
+    nms_iou: float = 0.5
+    nms_top_k: int = 200
+    max_per_img: int = 100
+    mask_thr: float = 0.5
+    fast_nms: bool = True
+    eval_every: int = 0  # iterations; 0 = at the end only
+    fps_warmup: int = 10
+    fps_runs: int = 50
+    overlays: int = 4
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    # None = a local sqlite store under ~/.cache/maskaware (or MLFLOW_TRACKING_URI when set).
+    tracking_uri: str | None = None
+    experiment: str = "maskaware"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    scales: tuple[int, ...] = (550,)
+    assigners: tuple[str, ...] = ASSIGNER_NAMES
+    seeds: tuple[int, ...] = (0,)
+    max_concurrent_trials: int = 1
+    name: str | None = None  # None: derived from the preset and a timestamp
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        sections = {f.name: f.type for f in fields(cls)}
+        hints = typing.get_type_hints(cls)
+        return cls(**{name: _section_from_dict(hints[name], d.get(name, {})) for name in sections})
+
+    def flat(self) -> dict[str, Any]:
+        """`section.field -> value` for logging as MLflow params."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+
+def _section_from_dict(cls: type, d: dict[str, Any]):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(known)}")
+    return cls(**{k: _coerce(hints[k], v) for k, v in d.items()})
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    """Bring a JSON/CLI value to a field's declared type (tuples come back from JSON as lists)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(non_none[0], value)
+    if origin is tuple:
+        item = args[0] if args else str
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        return tuple(_coerce(item, v) for v in value)
+    if tp is bool and isinstance(value, str):
+        low = value.strip().lower()
+        if low not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected a boolean, got {value!r}")
+        return low in ("true", "1", "yes")
+    if tp in (int, float, str) and not isinstance(value, tp):
+        if tp is str:
+            return str(value)
+        return tp(value)
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.field=value` strings; `none`/`null` sets an optional field to None."""
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        key, raw = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        sections = {f.name for f in fields(Config)}
+        if section not in sections:
+            raise ValueError(f"unknown config section {section!r} in {item!r}; valid: {sorted(sections)}")
+        sec = getattr(cfg, section)
+        hints = typing.get_type_hints(type(sec))
+        if name not in hints:
+            valid = sorted(f.name for f in fields(sec))
+            raise ValueError(f"unknown field {section}.{name} in {item!r}; valid: {valid}")
+        value: Any = None if raw.strip().lower() in ("none", "null") else raw
+        if value is not None and raw.strip().startswith(("[", "{")):
+            value = json.loads(raw)
+        try:
+            new = _coerce(hints[name], value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"bad value for {section}.{name}: {raw!r} ({e})") from None
+        cfg = replace(cfg, **{section: replace(sec, **{name: new})})
+    return cfg
+
+
+def resolve_anchor_grid(model: ModelConfig, assigner: str) -> str:
+    """The anchor grid a cell trains with: fixed IoU uses YOLACT's 3-ratio grid, ATSS one square."""
+    if model.anchor_grid != "auto":
+        return model.anchor_grid
+    return "yolact" if assigner == "fixed_iou" else "atss"
+
+
+def resolve_mask_loss_weight(train: TrainConfig) -> float:
+    """6.125 for the fixed-IoU baseline and 8 for ATSS, as in the official configs."""
+    if train.loss_mask is not None:
+        return train.loss_mask
+    return 6.125 if train.assigner == "fixed_iou" else 8.0
+
+
+# --- presets: data, in one place -------------------------------------------------------------
+
+def _tiny() -> Config:
+    # Sized for a 2-core CPU laptop: ResNet-18 without ImageNet weights, small synthetic images,
+    # a few hundred iterations; the paper's relative ordering is what it can show, not its numbers.
+    return Config(
+        data=DataConfig(synthetic_train_images=200, synthetic_val_images=40, synthetic_size=256,
+                        scale=256, loader_workers=0),
+        model=ModelConfig(backbone="resnet18", num_classes=4, fpn_channels=64, num_protos=16),
+        train=TrainConfig(epochs=1, max_iters=150, batch_size=4, lr=4e-3, lr_reference_batch=4,
+                          warmup_iters=30, checkpoint_every=50, log_every=10, amp=False),
+        eval=EvalConfig(fps_warmup=2, fps_runs=10, overlays=2),
+        sweep=SweepConfig(scales=(192, 256), assigners=("atss_iou", "atss_maiou"), seeds=(0,),
+                          max_concurrent_trials=1),
+    )
+
+
+def _synthetic() -> Config:
+    # One GPU machine: the full 6-assigner grid, 3 scales, 3 seeds on the synthetic data.
+    return Config(
+        data=DataConfig(synthetic_train_images=5000, synthetic_val_images=500, synthetic_size=512,
+                        scale=384, loader_workers=4),
+        model=ModelConfig(backbone="resnet50", num_classes=4),
+        train=TrainConfig(epochs=12, batch_size=16, use_gpu=True, cpus_per_worker=4,
+                          step_epochs=(8, 11), checkpoint_every=1000),
+        sweep=SweepConfig(scales=(256, 384, 512), assigners=ASSIGNER_NAMES, seeds=(0, 1, 2),
+                          max_concurrent_trials=1),
+    )
+
+
+def _paper() -> Config:
+    # SPEC §6 on COCO from a local path: 4 GPUs × 8 images per trial, 55 epochs, step schedule.
+    return Config(
+        data=DataConfig(data_dir="/data/coco", train_json="annotations/instances_train2017.json",
+                        val_json="annotations/instances_val2017.json", image_root="{split}2017",
+                        loader_workers=6),
+        model=ModelConfig(backbone="resnet50", num_classes=80),
+        train=TrainConfig(epochs=55, batch_size=8, num_workers=4, use_gpu=True, cpus_per_worker=6),
+        sweep=SweepConfig(scales=(400, 550, 700), assigners=ASSIGNER_NAMES, seeds=(0,),
+                          max_concurrent_trials=1),
+    )
+
+
+def _mayolact() -> Config:
+    # Table 4 of the maIoU paper: maYOLACT-550 = ATSS-maIoU + DCNv2 (every block of C3–C5) +
+    # CARAFE + 2 anchors per location + cosine LR at 8e-3.
+    base = _paper()
+    return replace(
+        base,
+        model=replace(base.model, dcn_interval=1, carafe=True, anchor_grid="mayolact"),
+        train=replace(base.train, assigner="atss_maiou", lr=8e-3, schedule="cosine"),
+        sweep=replace(base.sweep, scales=(550,), assigners=("atss_maiou",)),
+    )
+
+
+PRESETS = {"tiny": _tiny, "synthetic": _synthetic, "paper": _paper, "mayolact": _mayolact}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {sorted(PRESETS)}")
+    return PRESETS[name]()
