@@ -72,8 +72,10 @@ def predictions_to_coco_results(predictions: Iterable[dict], label_to_cat: Seque
                              f"outside 0..{len(cats) - 1} (label_to_cat has {len(cats)} entries)")
         if n == 0:
             continue
-        # pycocotools encodes a Fortran-ordered uint8 stack [h, w, N] in one call.
-        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))  # [h, w, N]
+        # pycocotools encodes a Fortran-ordered uint8 stack [h, w, N] in one call; that is the
+        # memory of C-ordered [N, w, h], so one per-mask transpose is the only copy.
+        stack = np.ascontiguousarray(masks.astype(bool, copy=False).transpose(0, 2, 1))  # [N, w, h]
+        rles = mask_utils.encode(stack.view(np.uint8).transpose(2, 1, 0))  # [h, w, N], F-ordered
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # [N, 4]
         for box, score, label, rle in zip(xywh.tolist(), scores.tolist(), labels.tolist(), rles):
             results.append({
