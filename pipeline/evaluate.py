@@ -49,32 +49,43 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _prediction_arrays(i: int, pred: dict, num_labels: int):
+    """One prediction's (image_id, boxes, scores, labels, masks) as checked numpy arrays."""
+    missing = [k for k in PREDICTION_KEYS if k not in pred]
+    if missing:
+        raise ValueError(f"predictions[{i}] lacks {missing}; expected keys {list(PREDICTION_KEYS)}")
+    image_id = int(pred["image_id"])
+    where = f"predictions[{i}] (image {image_id})"
+    scores = _numpy(pred["scores"]).astype(np.float64).reshape(-1)  # [N]
+    n = len(scores)
+    boxes = _numpy(pred["boxes"]).astype(np.float64)
+    boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes  # [N, 4] xyxy
+    labels = _numpy(pred["labels"]).astype(np.int64).reshape(-1)  # [N]
+    masks = _numpy(pred["masks"])
+    if boxes.shape != (n, 4) or len(labels) != n or masks.ndim != 3 or len(masks) != n:
+        raise ValueError(f"{where}: boxes {list(boxes.shape)}, scores {list(scores.shape)}, labels "
+                         f"{list(labels.shape)} and masks {list(masks.shape)} must be [N,4], [N], [N], [N,h,w]")
+    if masks.dtype.kind not in "bu":
+        raise ValueError(f"{where}: masks are {masks.dtype}; they must be bool (threshold them first)")
+    bad = labels[(labels < 0) | (labels >= num_labels)]
+    if len(bad):
+        raise ValueError(f"{where}: labels {sorted(set(bad.tolist()))} outside 0..{num_labels - 1} "
+                         f"(label_to_cat has {num_labels} entries)")
+    return image_id, boxes, scores, labels, masks.astype(bool, copy=False)
+
+
 def predictions_to_coco_results(predictions: Iterable[dict], label_to_cat: Sequence[int]) -> list[dict]:
     """Post-processed predictions -> COCO results list (original category ids, RLE masks)."""
     cats = [int(c) for c in label_to_cat]
     results = []
     for i, pred in enumerate(predictions):
-        missing = [k for k in PREDICTION_KEYS if k not in pred]
-        if missing:
-            raise ValueError(f"predictions[{i}] lacks {missing}; expected keys {list(PREDICTION_KEYS)}")
-        image_id = int(pred["image_id"])
-        boxes = _numpy(pred["boxes"]).astype(np.float64).reshape(-1, 4)  # [N, 4] xyxy
-        scores = _numpy(pred["scores"]).astype(np.float64).reshape(-1)  # [N]
-        labels = _numpy(pred["labels"]).astype(np.int64).reshape(-1)  # [N]
-        masks = _numpy(pred["masks"])
+        image_id, boxes, scores, labels, masks = _prediction_arrays(i, pred, len(cats))
         n = len(scores)
-        if masks.ndim != 3 or len(boxes) != n or len(labels) != n or len(masks) != n:
-            raise ValueError(f"predictions[{i}] (image {image_id}): boxes {boxes.shape}, scores {scores.shape}, "
-                             f"labels {labels.shape} and masks {masks.shape} must be [N,4], [N], [N], [N,h,w]")
-        bad = labels[(labels < 0) | (labels >= len(cats))]
-        if len(bad):
-            raise ValueError(f"predictions[{i}] (image {image_id}): labels {sorted(set(bad.tolist()))} "
-                             f"outside 0..{len(cats) - 1} (label_to_cat has {len(cats)} entries)")
         if n == 0:
             continue
         # pycocotools encodes a Fortran-ordered uint8 stack [h, w, N] in one call; that is the
         # memory of C-ordered [N, w, h], so one per-mask transpose is the only copy.
-        stack = np.ascontiguousarray(masks.astype(bool, copy=False).transpose(0, 2, 1))  # [N, w, h]
+        stack = np.ascontiguousarray(masks.transpose(0, 2, 1))  # [N, w, h]
         rles = mask_utils.encode(stack.view(np.uint8).transpose(2, 1, 0))  # [h, w, N], F-ordered
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # [N, 4]
         for box, score, label, rle in zip(xywh.tolist(), scores.tolist(), labels.tolist(), rles):

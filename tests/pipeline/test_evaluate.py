@@ -129,6 +129,8 @@ def test_pycocotools_prints_are_captured(capsys):
     (lambda p: p.update(masks=np.zeros((1, 60, 80), dtype=bool)), "60x80"),
     (lambda p: p.update(scores=np.zeros(2, dtype=np.float32)), "must be"),
     (lambda p: p.pop("masks"), "lacks \\['masks'\\]"),
+    (lambda p: p.update(boxes=np.zeros((1, 5), dtype=np.float32)), "boxes \\[1, 5\\]"),
+    (lambda p: p.update(masks=p["masks"].astype(np.float32)), "float32; they must be bool"),
 ])
 def test_bad_predictions_are_rejected(change, match):
     pred = make_prediction(7, SIZE, [(SMALL, 0.9, 1)])
