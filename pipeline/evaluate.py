@@ -16,6 +16,9 @@ Pure functions: no Ray, no MLflow. Contracts:
 An empty results list is a normal case (pycocotools' `loadRes` crashes on it): it is evaluated
 against an empty detection set, so every class with GT gets AP 0 and oLRP 100.
 
+Ground truth with annotation id 0 is refused: pycocotools stores matched GT ids with 0 meaning
+"unmatched", so such a GT's matches would silently count as false positives.
+
 pycocotools mutates `coco_gt` while evaluating (GT segmentations become RLE, `ignore` flags are
 set from `iscrowd`); that is its usual behaviour and does not change later evaluations.
 """
@@ -46,6 +49,8 @@ def _numpy(x) -> np.ndarray:
     """A torch tensor (any device) or array-like as a numpy array."""
     if hasattr(x, "detach"):
         x = x.detach().cpu()
+        if x.is_floating_point() and x.element_size() < 4:  # numpy has no bfloat16
+            x = x.float()
     return np.asarray(x)
 
 

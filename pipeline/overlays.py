@@ -34,6 +34,8 @@ def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
 def _numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu()
+        if x.is_floating_point() and x.element_size() < 4:  # numpy has no bfloat16
+            x = x.float()
     return np.asarray(x)
 
 

@@ -43,6 +43,9 @@ def test_torch_inputs_match_numpy_inputs():
     pred = make_prediction(7, SIZE, [(SMALL, 0.9, 1), (MEDIUM, 0.4, 0)])
     as_torch = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in pred.items()}
     assert predictions_to_coco_results([as_torch], [2, 4]) == predictions_to_coco_results([pred], [2, 4])
+    as_torch["scores"] = as_torch["scores"].to(torch.bfloat16)  # AMP post-processing
+    scores = [r["score"] for r in predictions_to_coco_results([as_torch], [2, 4])]
+    assert scores == pytest.approx([0.9, 0.4], abs=4e-3)
 
 
 def test_perfect_predictions():
