@@ -99,7 +99,7 @@ def optimal_lrp(ranked: RankedDetections, tau: float = TAU) -> ClassLRP | None:
 def _check_params(coco_eval) -> tuple[int, int]:
     """The area-"all" index and the number of area ranges; a clear error for unusual params."""
     p = coco_eval.params
-    if not hasattr(coco_eval, "_paramsEval"):  # set by COCOeval.evaluate()
+    if not isinstance(getattr(coco_eval, "evalImgs", None), list):  # a list once evaluate() ran
         raise ValueError("coco_eval: run COCOeval.evaluate() before computing oLRP")
     if abs(float(p.iouThrs[0]) - TAU) > 1e-12:
         raise ValueError(f"coco_eval.params.iouThrs[0] is {p.iouThrs[0]}, oLRP needs {TAU}")
