@@ -2,10 +2,11 @@
 
 Two forms:
 - `integral_image(masks)` -> int32 [G, H+1, W+1], `I[g, y, x]` = mask pixels with row < y and
-  col < x (SPEC §2). Simple; for tests and small images.
+  col < x (SPEC §2). Simple; for tests, small images and masks given at assignment time.
 - `MaskIntegrals`: the compact per-image form. Each instance keeps only the integral image of
   the region that holds all its mask pixels, all of them in one flat int32 buffer, so a batch of
   instances costs O(Σ region area) instead of O(G·H·W) and a lookup is one vectorised gather.
+  `MaskIntegrals.from_full(I)` wraps a full integral image without copying (region = image).
 
 Counting follows the official maIoU code: box corners rounded half to even (`torch.round`),
 clamped to the image, and the half-open pixel rectangle [x1, x2) × [y1, y2) counted.
@@ -13,7 +14,8 @@ clamped to the image, and the half-open pixel rectangle [x1, x2) × [y1, y2) cou
 A `MaskIntegrals` may also describe masks that live in another frame than the boxes it is asked
 about (the Parquet path: integrals of the original image, boxes in augmented network-input
 coordinates). `affine` maps query boxes to that frame before rounding and `window` restricts
-counting to the part of it that survived cropping.
+counting to the part of it that survived cropping; `area_scale()` converts pixel counts of that
+frame into areas of the query frame.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+# A row prefix sum of a bool row fits int16 while the row is shorter than this.
+_INT16_ROW_LIMIT = 2**15
+
 
 def integral_image(masks: Tensor) -> Tensor:
     """bool [G, H, W] -> int32 [G, H+1, W+1] with a leading zero row and column."""
@@ -29,25 +34,19 @@ def integral_image(masks: Tensor) -> Tensor:
         raise ValueError(f"masks must be [G, H, W], got shape {tuple(masks.shape)}")
     g, h, w = masks.shape
     out = torch.zeros((g, h + 1, w + 1), dtype=torch.int32, device=masks.device)
-    out[:, 1:, 1:] = masks.to(torch.int32).cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
+    # Row sums in int16 first (exact for rows < 2^15 pixels): half the memory traffic of int32.
+    row_dtype = torch.int16 if w < _INT16_ROW_LIMIT else torch.int32
+    rows = masks.to(row_dtype).cumsum(2, dtype=row_dtype)  # [G, H, W]
+    torch.cumsum(rows, 1, dtype=torch.int32, out=out[:, 1:, 1:])
     return out
 
 
 def count_in_boxes_full(integral: Tensor, boxes: Tensor) -> Tensor:
     """Mask pixels of each instance inside each box, from full integral images.
 
-    integral int32 [G, H+1, W+1]; boxes float [G, K, 4] (per-instance boxes) -> int64 [G, K].
+    integral int [G, H+1, W+1]; boxes float [G, K, 4] (per-instance boxes) -> int64 [G, K].
     """
-    g, hp1, wp1 = integral.shape
-    r = torch.round(boxes).long()
-    x1, y1, x2, y2 = (r[..., 0].clamp(0, wp1 - 1), r[..., 1].clamp(0, hp1 - 1),
-                      r[..., 2].clamp(0, wp1 - 1), r[..., 3].clamp(0, hp1 - 1))
-    flat = integral.reshape(g, -1).long()  # [G, (H+1)(W+1)]
-
-    def at(y: Tensor, x: Tensor) -> Tensor:
-        return flat.gather(1, y * wp1 + x)  # [G, K]
-
-    return at(y2, x2) - at(y1, x2) - at(y2, x1) + at(y1, x1)
+    return MaskIntegrals.from_full(integral).count(boxes)
 
 
 @dataclass(frozen=True)
@@ -84,20 +83,42 @@ class MaskIntegrals:
         if masks.dtype != torch.bool:
             raise ValueError(f"masks must be bool, got {masks.dtype}")
         g, h, w = masks.shape
-        rows = masks.any(2)  # [G, H]
-        cols = masks.any(1)  # [G, W]
+        dev = masks.device
+        y0, y1 = _span(masks.any(2))  # [G] each: first row, one past the last row
+        x0, x1 = _span(masks.any(1))
+        full = integral_image(masks)  # [G, H+1, W+1]
+        # One host sync for all region sizes; the copies below are plain slices.
+        bounds = torch.stack([y0, y1, x0, x1], 1).tolist()  # [G, 4]
         regions, origins = [], []
-        for i in range(g):
-            ys = torch.nonzero(rows[i]).flatten()
-            xs = torch.nonzero(cols[i]).flatten()
-            if ys.numel() == 0:
-                regions.append(torch.zeros((1, 1), dtype=torch.int32, device=masks.device))
+        for i, (a, b, c, d) in enumerate(bounds):
+            if b <= a:  # empty mask: a 1×1 zero region at the origin
+                regions.append(torch.zeros((1, 1), dtype=torch.int32, device=dev))
                 origins.append((0, 0))
                 continue
-            y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-            regions.append(integral_image(masks[i : i + 1, y0:y1, x0:x1])[0])
-            origins.append((y0, x0))
-        return MaskIntegrals.from_regions(regions, origins, (h, w), device=masks.device)
+            # All pixels of instance i lie inside rows [a, b) and cols [c, d), so row a and col c
+            # of the full integral are zero there and the block is the region's own integral.
+            regions.append(full[i, a : b + 1, c : d + 1])
+            origins.append((a, c))
+        return MaskIntegrals.from_regions(regions, origins, (h, w), device=dev)
+
+    @staticmethod
+    def from_full(integral: Tensor) -> "MaskIntegrals":
+        """Wrap full integral images int [G, H+1, W+1] (region = whole image), without a copy."""
+        if integral.dim() != 3:
+            raise ValueError(f"integral must be [G, H+1, W+1], got shape {tuple(integral.shape)}")
+        if integral.dtype.is_floating_point or integral.dtype == torch.bool:
+            raise ValueError(f"integral must hold integer counts, got {integral.dtype}")
+        g, hp1, wp1 = integral.shape
+        dev = integral.device
+        data = integral.reshape(-1)  # [G·(H+1)·(W+1)]
+        return MaskIntegrals(
+            data=data,
+            offset=torch.arange(g, device=dev, dtype=torch.int64) * (hp1 * wp1),
+            origin=torch.zeros((g, 2), dtype=torch.int64, device=dev),
+            size=torch.tensor([hp1 - 1, wp1 - 1], dtype=torch.int64, device=dev).expand(g, 2),
+            total=integral[:, -1, -1].to(torch.int64),
+            image_size=(hp1 - 1, wp1 - 1),
+        )
 
     @staticmethod
     def from_regions(regions: list[Tensor], origins: list[tuple[int, int]], image_size: tuple[int, int],
@@ -108,15 +129,15 @@ class MaskIntegrals:
         sizes = [(int(r.shape[0]) - 1, int(r.shape[1]) - 1) for r in regions]
         lengths = torch.tensor([r.numel() for r in regions], dtype=torch.int64)
         offset = torch.cumsum(lengths, 0) - lengths
-        data = (torch.cat([r.reshape(-1).to(torch.int32) for r in regions]) if regions
-                else torch.zeros(0, dtype=torch.int32))
-        total = torch.tensor([int(r[-1, -1]) for r in regions], dtype=torch.int64)
+        data = (torch.cat([r.reshape(-1).to(device, torch.int32) for r in regions]) if regions
+                else torch.zeros(0, dtype=torch.int32, device=device))
+        last = (offset + lengths - 1).to(device)  # [G] flat index of each region's I[h, w]
         return MaskIntegrals(
-            data=data.to(device),
+            data=data,
             offset=offset.to(device),
             origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(device),
             size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(device),
-            total=total.to(device),
+            total=data[last].to(torch.int64),
             image_size=(int(image_size[0]), int(image_size[1])),
         )
 
@@ -164,10 +185,16 @@ class MaskIntegrals:
             raise ValueError(f"boxes are on {boxes.device} but the integrals on {self.device}")
         if self.affine is not None:
             boxes = self._map(boxes)
-        r = torch.round(boxes).long()  # half to even, as the official code
-        lo_x, lo_y, hi_x, hi_y = self._bounds()
-        x1, x2 = r[..., 0].clamp(lo_x, hi_x), r[..., 2].clamp(lo_x, hi_x)  # [G, K]
-        y1, y2 = r[..., 1].clamp(lo_y, hi_y), r[..., 3].clamp(lo_y, hi_y)
+        r = torch.round(boxes).long()  # [G, K, 4], half to even, as the official code
+        if self.window is None:
+            h, w = self.image_size
+            r = r.clamp(min=0)
+            x1, x2 = r[..., 0].clamp(max=w), r[..., 2].clamp(max=w)  # [G, K]
+            y1, y2 = r[..., 1].clamp(max=h), r[..., 3].clamp(max=h)
+        else:
+            lo_x, lo_y, hi_x, hi_y = self.window.unbind(0)  # tensors: no host sync
+            x1, x2 = r[..., 0].clamp(lo_x, hi_x), r[..., 2].clamp(lo_x, hi_x)  # [G, K]
+            y1, y2 = r[..., 1].clamp(lo_y, hi_y), r[..., 3].clamp(lo_y, hi_y)
         return (self._lookup(y2, x2) - self._lookup(y1, x2) - self._lookup(y2, x1)
                 + self._lookup(y1, x1))
 
@@ -179,14 +206,13 @@ class MaskIntegrals:
         saved = replace(self, affine=None)
         return saved.count(win)[:, 0]
 
-    # --- internals --------------------------------------------------------------------------
-    def _bounds(self) -> tuple[int, int, int, int]:
-        if self.window is None:
-            h, w = self.image_size
-            return 0, 0, w, h
-        x1, y1, x2, y2 = (int(v) for v in self.window.tolist())
-        return x1, y1, x2, y2
+    def area_scale(self) -> float | Tensor:
+        """Pixels of this frame per unit area of the query frame (|ax·ay|; 1 without `affine`)."""
+        if self.affine is None:
+            return 1.0
+        return (self.affine[0] * self.affine[2]).abs()
 
+    # --- internals --------------------------------------------------------------------------
     def _map(self, boxes: Tensor) -> Tensor:
         ax, bx, ay, by = self.affine.unbind(0)
         xa, xb = boxes[..., 0] * ax + bx, boxes[..., 2] * ax + bx
@@ -202,3 +228,21 @@ class MaskIntegrals:
         lx = torch.minimum((x - x0).clamp(min=0), w)
         idx = self.offset[:, None] + ly * (w + 1) + lx  # [G, K]
         return self.data[idx].long()
+
+
+def _span(occupied: Tensor) -> tuple[Tensor, Tensor]:
+    """bool [G, L] -> (first occupied index, one past the last) int64 [G]; (L, 0) when none."""
+    n = occupied.shape[1]
+    pos = torch.arange(n, device=occupied.device)  # [L]
+    first = torch.where(occupied, pos, n).amin(1) if n else occupied.new_zeros(occupied.shape[0], dtype=torch.int64)
+    last = torch.where(occupied, pos + 1, 0).amax(1) if n else first
+    return first, last
+
+
+def as_mask_integrals(integral: "MaskIntegrals | Tensor") -> "MaskIntegrals":
+    """Either accepted form (MaskIntegrals, or full int [G, H+1, W+1]) as a MaskIntegrals."""
+    if isinstance(integral, MaskIntegrals):
+        return integral
+    if isinstance(integral, Tensor):
+        return MaskIntegrals.from_full(integral)
+    raise ValueError(f"integral must be a MaskIntegrals or an int tensor [G, H+1, W+1], got {type(integral).__name__}")
