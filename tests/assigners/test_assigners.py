@@ -178,3 +178,31 @@ def test_mixed_devices_raise_value_error():
         ASSIGNERS["atss_maiou"](gt, masks, anchors.cuda(), [6])
     with pytest.raises(ValueError, match="integral"):
         ASSIGNERS["atss_maiou"](gt, None, anchors, [6], integral=MaskIntegrals.from_masks(masks).to("cuda"))
+
+
+def _max_iou_by_the_book(overlaps):
+    """mmdetection MaxIoUAssigner (pos 0.5, neg 0.4, min_pos_iou 0), written as loops."""
+    g_n, a_n = overlaps.shape
+    out = [IG] * a_n
+    for a in range(a_n):
+        col = overlaps[:, a].tolist()
+        best = max(col)
+        if best < 0.4:
+            out[a] = BG
+        if best >= 0.5:
+            out[a] = col.index(best)  # first (lowest) GT with the best overlap
+    for g in range(g_n):
+        row = overlaps[g].tolist()
+        out[row.index(max(row))] = g  # in GT order: later GTs overwrite
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fixed_iou_equals_by_the_book(seed, device):
+    from assigners.overlaps import box_iou
+    from tests.assigners.reference import random_case
+    gen = torch.Generator().manual_seed(seed)
+    gt, _, anchors = random_case(gen, 40, 40, g=6, a=200, integer=True)
+    gt[3] = gt[1]  # identical GTs: ties between GTs
+    out = ASSIGNERS["fixed_iou"](gt.to(device), None, anchors.to(device), [150, 50])
+    assert out.cpu().tolist() == _max_iou_by_the_book(box_iou(gt, anchors))
