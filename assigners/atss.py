@@ -40,10 +40,18 @@ def atss_candidates(gt_boxes: Tensor, anchors: Tensor, num_anchors_per_level: Se
     distance's bit pattern (monotone for non-negative floats) above the anchor index, so equal
     distances order by index and every key is unique.
     """
-    d = (_centres(anchors)[None] - _centres(gt_boxes)[:, None]).pow(2).sum(-1).sqrt()  # [G, A]
-    bits = d.to(torch.float32).view(torch.int32).to(torch.int64)  # [G, A]
-    index = torch.arange(anchors.shape[0], device=anchors.device)  # [A]
-    key = (bits << _INDEX_BITS) | index  # [G, A]
+    return _candidates(gt_boxes, _centres(anchors), num_anchors_per_level, topk)
+
+
+def _candidates(gt_boxes: Tensor, centres: Tensor, num_anchors_per_level: Sequence[int], topk: int) -> Tensor:
+    gc = _centres(gt_boxes)  # [G, 2]
+    dx = centres[None, :, 0] - gc[:, None, 0]  # [G, A]
+    dy = centres[None, :, 1] - gc[:, None, 1]  # [G, A]
+    # The official sqrt(dx² + dy²), each step rounded as there (no fused multiply-add), in place.
+    d = dx.mul_(dx).add_(dy.mul_(dy)).sqrt_().to(torch.float32)  # [G, A]
+    bits = d.view(torch.int32).to(torch.int64)  # [G, A]
+    index = torch.arange(centres.shape[0], device=centres.device)  # [A]
+    key = torch.add(index, bits, alpha=1 << _INDEX_BITS)  # [G, A]: bits above, index below
     parts, start = [], 0
     for n in num_anchors_per_level:
         k = min(topk, n)
@@ -51,7 +59,7 @@ def atss_candidates(gt_boxes: Tensor, anchors: Tensor, num_anchors_per_level: Se
             parts.append(key[:, start:start + n].topk(k, dim=1, largest=False, sorted=True).values)
         start += n
     if not parts:
-        return torch.zeros((gt_boxes.shape[0], 0), dtype=torch.int64, device=anchors.device)
+        return torch.zeros((gt_boxes.shape[0], 0), dtype=torch.int64, device=centres.device)
     return torch.cat(parts, 1) & ((1 << _INDEX_BITS) - 1)  # [G, C]
 
 
@@ -59,32 +67,34 @@ def atss_assign(gt_boxes: Tensor, anchors: Tensor, num_anchors_per_level: Sequen
                 gt_valid: Tensor | None = None, topk: int = TOPK) -> Tensor:
     """The ATSS assignment int64 [A] (GT index or BACKGROUND); `gt_valid` bool [G] drops GTs.
 
-    Inputs are assumed checked (`contract.check_assign_inputs`).
+    Inputs are assumed checked (`contract.check_assign_inputs`). No host sync: runs queued on CUDA.
     """
     g, a = gt_boxes.shape[0], anchors.shape[0]
     matched = torch.full((a,), BACKGROUND, dtype=torch.int64, device=anchors.device)
     if g == 0 or a == 0:
         return matched
-    cand = atss_candidates(gt_boxes, anchors, num_anchors_per_level, topk)  # [G, C]
+    centres = _centres(anchors)  # [A, 2]
+    cand = _candidates(gt_boxes, centres, num_anchors_per_level, topk)  # [G, C]
     if cand.shape[1] < 2:
         # The unbiased std of one overlap is undefined (NaN in the official code, so no positives).
         return matched
-    cand_boxes = anchors[cand]  # [G, C, 4]
-    ov = overlap(gt_boxes, cand_boxes)  # [G, C]
+    ov = overlap(gt_boxes, anchors[cand])  # [G, C]
     thr = ov.mean(1, keepdim=True) + ov.std(1, keepdim=True)  # [G, 1]
-    c = _centres(cand_boxes)  # [G, C, 2]
-    gap = torch.cat([c - gt_boxes[:, None, :2], gt_boxes[:, None, 2:] - c], 2)  # [G, C, 4]
-    pos = (ov >= thr) & (gap.amin(2) > CENTRE_MARGIN)  # [G, C]
+    c = centres[cand]  # [G, C, 2]
+    gap = torch.minimum(c - gt_boxes[:, None, :2], gt_boxes[:, None, 2:] - c)  # [G, C, 2]
+    pos = (ov >= thr) & (torch.minimum(gap[..., 0], gap[..., 1]) > CENTRE_MARGIN)  # [G, C]
     if gt_valid is not None:
         pos &= gt_valid[:, None]
-    # Resolve anchors positive for several GTs on a dense [G, A] table (O(G·A), like the overlaps).
-    dense = torch.full((g, a), float("-inf"), dtype=ov.dtype, device=ov.device)  # [G, A]
-    dense.scatter_(1, cand, torch.where(pos, ov, torch.full_like(ov, float("-inf"))))
-    best = dense.amax(0)  # [A]
+    # An anchor positive for several GTs takes the highest overlap, then the lowest GT index:
+    # two scatter reductions over the (GT, candidate) pairs, O(G·C), no [G, A] table.
+    flat = cand.reshape(-1)  # [G·C]
+    best = torch.full((a,), float("-inf"), dtype=ov.dtype, device=ov.device)
+    best.scatter_reduce_(0, flat, torch.where(pos, ov, float("-inf")).reshape(-1), reduce="amax")  # [A]
+    top = pos & (ov == best[cand])  # [G, C]
     gt_index = torch.arange(g, device=anchors.device)[:, None]  # [G, 1]
-    # Explicit lowest-GT-index rule among equal best overlaps (not argmax's tie behaviour).
-    winner = torch.where(dense == best, gt_index, g).amin(0)  # [A]
-    return torch.where(best > float("-inf"), winner, matched)
+    winner = torch.full((a,), g, dtype=torch.int64, device=anchors.device)
+    winner.scatter_reduce_(0, flat, torch.where(top, gt_index, g).reshape(-1), reduce="amin")  # [A]
+    return torch.where(winner < g, winner, matched)
 
 
 def assign_atss(gt_boxes: Tensor, gt_masks: Tensor | None, anchors: Tensor, num_anchors_per_level: Sequence[int],

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from assigners.integrals import MaskIntegrals, as_mask_integrals, integral_image
+from assigners.integrals import MaskIntegrals, as_mask_integrals
 
 BACKGROUND = -1
 IGNORE = -2
@@ -54,7 +54,7 @@ def check_assign_inputs(gt_boxes: object, gt_masks: object, anchors: object, num
     """Validate an assigner call; returns the integrals to count with (None if not needed).
 
     With `needs_masks`, `integral` wins over `gt_masks` when both are given (it is the
-    precomputed form of the same masks); otherwise full integral images of `gt_masks` are built.
+    precomputed form of the same masks); otherwise the compact integrals of `gt_masks` are built.
     """
     check_boxes("gt_boxes", gt_boxes)
     check_boxes("anchors", anchors, like=gt_boxes)
@@ -80,4 +80,4 @@ def check_assign_inputs(gt_boxes: object, gt_masks: object, anchors: object, num
         return check_integral(integral, gt_boxes)
     if gt_masks is None:
         raise ValueError("this assigner is mask-aware: give gt_masks [G, H, W] or integral, got neither")
-    return MaskIntegrals.from_full(integral_image(gt_masks))
+    return MaskIntegrals.from_masks(gt_masks)  # compact: Σ region area, not G·H·W

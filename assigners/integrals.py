@@ -20,12 +20,17 @@ frame into areas of the query frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
+from itertools import accumulate
 
 import torch
 from torch import Tensor
 
 # A row prefix sum of a bool row fits int16 while the row is shorter than this.
 _INT16_ROW_LIMIT = 2**15
+# Signs of the corners I[y1,x1], I[y1,x2], I[y2,x1], I[y2,x2] in a box's pixel count.
+_SIGNS = (1.0, -1.0, -1.0, 1.0)
+_CORNER_SIGNS = {dt: torch.tensor(_SIGNS, dtype=dt) for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
 
 def integral_image(masks: Tensor) -> Tensor:
@@ -84,22 +89,31 @@ class MaskIntegrals:
             raise ValueError(f"masks must be bool, got {masks.dtype}")
         g, h, w = masks.shape
         dev = masks.device
-        y0, y1 = _span(masks.any(2))  # [G] each: first row, one past the last row
-        x0, x1 = _span(masks.any(1))
-        full = integral_image(masks)  # [G, H+1, W+1]
-        # One host sync for all region sizes; the copies below are plain slices.
-        bounds = torch.stack([y0, y1, x0, x1], 1).tolist()  # [G, 4]
-        regions, origins = [], []
-        for i, (a, b, c, d) in enumerate(bounds):
-            if b <= a:  # empty mask: a 1×1 zero region at the origin
-                regions.append(torch.zeros((1, 1), dtype=torch.int32, device=dev))
-                origins.append((0, 0))
+        pixels = masks.view(torch.uint8)  # same layout as bool; uint8 max-reductions are fast
+        y0, y1 = _span(pixels.amax(2) > 0)  # [G] each: first row, one past the last row
+        x0, x1 = _span(pixels.amax(1) > 0)
+        bounds = torch.stack([y0, y1, x0, x1], 1).tolist()  # [G, 4]; the one host sync
+        sizes = [(max(b - a, 0), max(d - c, 0)) for a, b, c, d in bounds]
+        lengths = [(rh + 1) * (rw + 1) for rh, rw in sizes]
+        starts = list(accumulate(lengths, initial=0))[:-1]
+        data = torch.zeros(sum(lengths), dtype=torch.int32, device=dev)
+        for i, ((a, b, c, d), (rh, rw)) in enumerate(zip(bounds, sizes)):
+            if rh == 0:  # empty mask: a 1×1 zero region at the origin
                 continue
-            # All pixels of instance i lie inside rows [a, b) and cols [c, d), so row a and col c
-            # of the full integral are zero there and the block is the region's own integral.
-            regions.append(full[i, a : b + 1, c : d + 1])
-            origins.append((a, c))
-        return MaskIntegrals.from_regions(regions, origins, (h, w), device=dev)
+            row_dtype = torch.int16 if rw < _INT16_ROW_LIMIT else torch.int32
+            region = data[starts[i]:starts[i] + lengths[i]].view(rh + 1, rw + 1)  # [h+1, w+1]
+            region[1:, 1:] = pixels[i, a:b, c:d].cumsum(1, dtype=row_dtype).cumsum(0, dtype=torch.int32)
+        offset = torch.tensor(starts, dtype=torch.int64).to(dev)
+        last = offset + torch.tensor(lengths, dtype=torch.int64).to(dev) - 1  # [G] each region's I[h, w]
+        origins = [(a, c) if rh else (0, 0) for (a, _, c, _), (rh, _) in zip(bounds, sizes)]
+        return MaskIntegrals(
+            data=data,
+            offset=offset,
+            origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(dev),
+            size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(dev),
+            total=data[last].to(torch.int64),
+            image_size=(h, w),
+        )
 
     @staticmethod
     def from_full(integral: Tensor) -> "MaskIntegrals":
@@ -176,6 +190,11 @@ class MaskIntegrals:
     # --- queries ----------------------------------------------------------------------------
     def count(self, boxes: Tensor) -> Tensor:
         """Mask pixels of instance g inside box k: boxes float [K, 4] or [G, K, 4] -> int64 [G, K]."""
+        return self.count_as(boxes, torch.float64).long()
+
+    def count_as(self, boxes: Tensor, dtype: torch.dtype) -> Tensor:
+        """`count` as floating `dtype` [G, K] (what the overlaps divide with); exact while the
+        counts fit the dtype's integers (float32: frames under 2^24 pixels)."""
         g = len(self)
         if boxes.dim() == 2:
             boxes = boxes.unsqueeze(0).expand(g, -1, -1)  # [G, K, 4]
@@ -185,18 +204,12 @@ class MaskIntegrals:
             raise ValueError(f"boxes are on {boxes.device} but the integrals on {self.device}")
         if self.affine is not None:
             boxes = self._map(boxes)
-        r = torch.round(boxes).long()  # [G, K, 4], half to even, as the official code
-        if self.window is None:
-            h, w = self.image_size
-            r = r.clamp(min=0)
-            x1, x2 = r[..., 0].clamp(max=w), r[..., 2].clamp(max=w)  # [G, K]
-            y1, y2 = r[..., 1].clamp(max=h), r[..., 3].clamp(max=h)
-        else:
-            lo_x, lo_y, hi_x, hi_y = self.window.unbind(0)  # tensors: no host sync
-            x1, x2 = r[..., 0].clamp(lo_x, hi_x), r[..., 2].clamp(lo_x, hi_x)  # [G, K]
-            y1, y2 = r[..., 1].clamp(lo_y, hi_y), r[..., 3].clamp(lo_y, hi_y)
-        return (self._lookup(y2, x2) - self._lookup(y1, x2) - self._lookup(y2, x1)
-                + self._lookup(y1, x1))
+        r = torch.round(boxes)  # [G, K, 4], half to even, as the official code
+        if self.window is not None:  # count only inside the window (the region may be larger)
+            lo = self.window[:2].repeat(2).to(torch.float64)  # [4] (x1, y1, x1, y1)
+            hi = self.window[2:].repeat(2).to(torch.float64)  # [4] (x2, y2, x2, y2)
+            r = torch.maximum(torch.minimum(r, hi), lo)  # [G, K, 4]
+        return self._rect_sum(r, dtype)
 
     def areas(self) -> Tensor:
         """|M| per instance (int64 [G]): all its pixels, or those inside `window` when set."""
@@ -219,6 +232,42 @@ class MaskIntegrals:
         ya, yb = boxes[..., 1] * ay + by, boxes[..., 3] * ay + by
         return torch.stack([torch.minimum(xa, xb), torch.minimum(ya, yb),
                             torch.maximum(xa, xb), torch.maximum(ya, yb)], dim=-1)  # [G, K, 4]
+
+    @cached_property
+    def _geometry(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-instance region geometry for `_rect_sum`, float64 (exact integers up to 2^53):
+        origin (x0, y0, x0, y0) [G, 1, 4]; size (w, h, w, h) [G, 1, 4]; `corners` [G, 4, 4] and
+        `base` [G, 1, 4] such that local (x1, y1, x2, y2) @ corners + base is the buffer index of
+        I[y1, x1], I[y1, x2], I[y2, x1], I[y2, x2]."""
+        f64 = torch.float64
+        yx0, hw = self.origin.to(f64), self.size.to(f64)  # [G, 2] each
+        origin4 = yx0.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
+        size4 = hw.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
+        stride = hw[:, 1] + 1  # [G] row length of each region's integral
+        pick = torch.tensor([[1, 0, 1, 0],   # x1 -> corners (y1, x1), (y2, x1)
+                             [1, 1, 0, 0],   # y1 -> corners (y1, x1), (y1, x2)
+                             [0, 1, 0, 1],   # x2 -> corners (y1, x2), (y2, x2)
+                             [0, 0, 1, 1]],  # y2 -> corners (y2, x1), (y2, x2)
+                            dtype=f64, device=self.device)  # [4 coords, 4 corners]
+        scale = torch.stack([torch.ones_like(stride), stride, torch.ones_like(stride), stride], 1)  # [G, 4]
+        corners = scale[:, :, None] * pick  # [G, 4, 4]
+        base = self.offset.to(f64)[:, None, None].expand(-1, 1, 4)  # [G, 1, 4]
+        return origin4, size4, corners, base
+
+    def _rect_sum(self, r: Tensor, dtype: torch.dtype) -> Tensor:
+        """Pixels in the half-open rectangles r = float [G, K, 4] (x1, y1, x2, y2) of whole pixel
+        coordinates -> `dtype` [G, K].
+
+        Clamping each corner to its instance's region is also the clamp to the image (the region
+        lies inside it, and no mask pixel lies outside the region), so one clamp does both. The
+        index arithmetic is one batched matmul and the corner sum one matmul: few, contiguous ops.
+        """
+        origin4, size4, corners, base = self._geometry
+        local = (r - origin4).clamp_(min=0)  # [G, K, 4] float64 region coordinates
+        torch.minimum(local, size4, out=local)
+        index = torch.baddbmm(base, local, corners).long()  # [G, K, 4 corners]
+        values = torch.take(self.data, index).to(dtype)  # [G, K, 4]
+        return values @ _CORNER_SIGNS[dtype].to(values.device)  # I[y2,x2] − I[y1,x2] − I[y2,x1] + I[y1,x1]
 
     def _lookup(self, y: Tensor, x: Tensor) -> Tensor:
         """I[g, y, x] for image coordinates y, x (int64 [G, K]) via each region's integral."""

@@ -38,16 +38,17 @@ def _pairs(gt_boxes: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _area(b: Tensor) -> Tensor:
-    return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    wh = b[..., 2:] - b[..., :2]  # [..., 2]
+    return wh[..., 0] * wh[..., 1]
 
 
 def _iou_terms(gt: Tensor, anc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """-> (inter, union, iou), each [G, K]."""
     lt = torch.maximum(gt[..., :2], anc[..., :2])  # [G, K, 2]
     rb = torch.minimum(gt[..., 2:], anc[..., 2:])  # [G, K, 2]
-    wh = (rb - lt).clamp(min=0)  # [G, K, 2]
+    wh = (rb - lt).clamp_(min=0)  # [G, K, 2]
     inter = wh[..., 0] * wh[..., 1]  # [G, K]
-    union = (_area(gt) + _area(anc) - inter).clamp(min=EPS)  # [G, K]
+    union = (_area(gt) + _area(anc) - inter).clamp_(min=EPS)  # [G, K]
     return inter, union, inter / union
 
 
@@ -84,21 +85,32 @@ def box_diou(gt_boxes: Tensor, anchors: Tensor) -> Tensor:
 
 
 def _mask_terms(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Tensor):
-    """-> (gt [G,1,4], anc, iou [G,K], |A∩M| [G,K], |M| [G], mask present [G]), areas in query units."""
+    """Everything the mask-aware overlaps share, areas in the query frame's units:
+    |B| [G, 1], |A| [1|G, K], |A∪B| [G, K], box IoU > 0 [G, K], |A∩M| [G, K], |M| [G, 1]."""
     gt, anc = _pairs(gt_boxes, anchors)
     mi = check_integral(integral, gt_boxes)
-    _, union, iou = _iou_terms(gt, anc)
-    scale = mi.area_scale()  # integral-frame pixels per query-frame unit area (1 without affine)
-    cnt = mi.count(anc.expand(gt.shape[0], -1, -1)).to(gt_boxes.dtype) / scale  # [G, K]
-    mask_area = mi.areas().to(gt_boxes.dtype) / scale  # [G]
-    return anc, union, iou, cnt, mask_area, mask_area > 0
+    area_gt, area_anc = _area(gt), _area(anc)  # [G, 1], [1|G, K]
+    lt = torch.maximum(gt[..., :2], anc[..., :2])  # [G, K, 2]
+    rb = torch.minimum(gt[..., 2:], anc[..., 2:])  # [G, K, 2]
+    wh = (rb - lt).clamp_(min=0)  # [G, K, 2]
+    inter = wh[..., 0] * wh[..., 1]  # [G, K]
+    union = (area_gt + area_anc - inter).clamp_(min=EPS)  # [G, K]
+    overlapping = inter / union > 0  # [G, K]: the official gate, box IoU > 0
+    cnt = mi.count_as(anc.expand(gt.shape[0], -1, -1), gt_boxes.dtype)  # [G, K]
+    mask_area = mi.areas().to(gt_boxes.dtype)[:, None]  # [G, 1]
+    if mi.affine is not None:  # counts are pixels of the integrals' frame: make them query areas
+        cnt, mask_area = cnt / mi.area_scale(), mask_area / mi.area_scale()
+    return area_gt, area_anc, union, overlapping, cnt, mask_area
 
 
 def mob_ratio(gt_boxes: Tensor, integral: MaskIntegrals | Tensor) -> Tensor:
     """MOB = |M| / |B| -> [G], with the official guard |B| + EPS (0 for an empty mask)."""
     check_boxes("gt_boxes", gt_boxes)
     mi = check_integral(integral, gt_boxes)
-    return mi.areas().to(gt_boxes.dtype) / mi.area_scale() / (_area(gt_boxes) + EPS)
+    mask_area = mi.areas().to(gt_boxes.dtype)
+    if mi.affine is not None:
+        mask_area = mask_area / mi.area_scale()
+    return mask_area / (_area(gt_boxes) + EPS)
 
 
 def mask_aware_iou(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Tensor) -> Tensor:
@@ -107,22 +119,21 @@ def mask_aware_iou(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | 
     Same float operation order as the official code: MOB = |M| / (|B| + EPS), then
     (|A∩M| / MOB) / |A∪B|.
     """
-    _, union, iou, cnt, mask_area, present = _mask_terms(gt_boxes, anchors, integral)
-    mob = mask_area / (_area(gt_boxes) + EPS)  # [G]
-    mob = torch.where(present, mob, torch.ones_like(mob))  # an empty mask must not give 0/0
-    maiou = cnt / mob[:, None] / union  # [G, K]
-    return torch.where((iou > 0) & present[:, None], maiou, torch.zeros_like(maiou))
+    area_gt, _, union, overlapping, cnt, mask_area = _mask_terms(gt_boxes, anchors, integral)
+    # An empty mask has MOB 0 and only zero counts: flooring MOB at the smallest normal float
+    # turns its 0/0 into 0 and leaves every real MOB (>= 1 / |B|) untouched.
+    mob = (mask_area / (area_gt + EPS)).clamp_(min=torch.finfo(cnt.dtype).tiny)  # [G, 1]
+    return cnt / mob / union * overlapping  # [G, K]; exactly 0 where the boxes do not overlap
 
 
 def mask_box_iou(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Tensor) -> Tensor:
     """GmaIoU with P = M: |A∩M| / (|A| + |M| − |A∩M|), union floored at EPS -> [G, A] (or [G, K]).
 
     |A| is the continuous, unclipped anchor area (as in maIoU's union); zero where box IoU is 0.
+    An empty mask gives 0 (no count, no NaN).
     """
-    anc, _, iou, cnt, mask_area, present = _mask_terms(gt_boxes, anchors, integral)
-    union = (_area(anc) + mask_area[:, None] - cnt).clamp(min=EPS)  # [G, K]
-    gma = cnt / union
-    return torch.where((iou > 0) & present[:, None], gma, torch.zeros_like(gma))
+    _, area_anc, _, overlapping, cnt, mask_area = _mask_terms(gt_boxes, anchors, integral)
+    return cnt / (area_anc + mask_area - cnt).clamp_(min=EPS) * overlapping  # [G, K]
 
 
 def mask_present(integral: MaskIntegrals | Tensor, gt_boxes: Tensor) -> Tensor:

@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 from assigners import MaskIntegrals, integral_image
 from assigners.overlaps import box_diou, box_giou, box_iou, mask_aware_iou, mask_box_iou
 
-# The official MOB guard |B| + 1e-6 is not absorbed by float32 for boxes under 32 px², so
-# maIoU can exceed 1 by a few float32 ulps there (as in the official code); allow exactly that.
-ULPS = 4 * torch.finfo(torch.float32).eps
+# The official MOB guard |B| + 1e-6 is not absorbed by float32 for boxes under 32 px², so maIoU
+# is scaled by up to (1 + 1e-6 / |B|) there (1 px² boxes: 1e-6), as in the official code; allow
+# exactly that plus a few float32 ulps of rounding.
+ULPS = 1e-6 + 4 * torch.finfo(torch.float32).eps
 
 
 @st.composite
