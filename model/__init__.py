@@ -5,8 +5,12 @@ Class convention: the class head has C + 1 outputs, background at index 0, label
 (`model.heads`). Output contract of `Yolact.forward`: see `model.yolact`.
 """
 from model.anchors import ANCHOR_GRIDS, anchors_per_location, make_anchors, pyramid_sizes
+from model.losses import BACKGROUND, DEFAULT_LOSS_WEIGHTS, IGNORE, losses
+from model.nms import fast_nms, standard_nms
+from model.postprocess import PostprocessParams, postprocess
 from model.summary import format_parameter_summary, parameter_summary
 from model.yolact import Yolact, build_yolact
 
-__all__ = ["ANCHOR_GRIDS", "Yolact", "anchors_per_location", "build_yolact", "format_parameter_summary",
-           "make_anchors", "parameter_summary", "pyramid_sizes"]
+__all__ = ["ANCHOR_GRIDS", "BACKGROUND", "DEFAULT_LOSS_WEIGHTS", "IGNORE", "PostprocessParams", "Yolact",
+           "anchors_per_location", "build_yolact", "fast_nms", "format_parameter_summary", "losses",
+           "make_anchors", "parameter_summary", "postprocess", "pyramid_sizes", "standard_nms"]

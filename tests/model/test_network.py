@@ -70,7 +70,7 @@ def test_backbone_sizes_and_stride_layouts():
         net = ResNet("resnet50", stride_in_1x1=s1)
         s3 = [m.stride for m in (net.layer2[0].conv1, net.layer2[0].conv2)]
         assert s3 == ([(2, 2), (1, 1)] if s1 else [(1, 1), (2, 2)])
-        for S in (64, 101):
+        for S in (37, 64):  # odd sizes exercise the floor arithmetic
             with torch.no_grad():
                 feats = net(torch.randn(1, 3, S, S))
             assert [f.shape[-1] for f in feats] == [h for h, _ in pyramid_sizes(S)[:3]]
