@@ -9,7 +9,7 @@ from model import Yolact, build_yolact, parameter_summary
 from model.anchors import count_anchors, pyramid_sizes
 from model.backbone import FrozenBatchNorm2d, ResNet
 from model.dcn import DeformConv2d, deform_conv2d
-from model.fpn import CARAFE, carafe
+from model.fpn import CARAFE, CarafeFPN, carafe
 
 SMALL = dict(backbone="resnet18", fpn_channels=16, num_protos=8)
 
@@ -169,3 +169,18 @@ def test_build_yolact_reads_config_by_attribute():
     assert net.head.conv_cls.out_channels == 2 * 6 and net.anchor_grid == "mayolact"
     with pytest.raises(ValueError, match="images must be"):
         net(torch.randn(3, 64, 64))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper", "mayolact"])
+def test_build_from_pipeline_presets(preset):
+    from dataclasses import replace
+
+    from pipeline.config import get_preset, resolve_anchor_grid
+    cfg = get_preset(preset)
+    small = replace(cfg.model, backbone="resnet18", fpn_channels=16, num_protos=8)
+    net = build_yolact(small, anchor_grid=resolve_anchor_grid(small, cfg.train.assigner))
+    dcns = sum(isinstance(m, DeformConv2d) for m in net.modules())
+    assert dcns == (6 if cfg.model.dcn_interval else 0)  # ResNet-18: 2 blocks in each of C3–C5
+    assert isinstance(net.fpn, CarafeFPN) == cfg.model.carafe
+    out = net(torch.randn(1, 3, 64, 64))
+    assert out["cls"].shape[-1] == cfg.model.num_classes + 1

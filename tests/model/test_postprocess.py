@@ -115,3 +115,15 @@ def test_postprocess_real_model(options):
         assert det["labels"].max() < 3 and torch.all(det["scores"][:-1] >= det["scores"][1:])
     slow = postprocess(out, [(50, 70), (64, 64)], PostprocessParams(score_thr=0.0, max_per_img=7, fast_nms=False))
     assert len(slow) == 2
+
+
+def test_rescoring_multiplies_mask_scores_by_predicted_iou():
+    torch.manual_seed(0)
+    net = Yolact(3, "resnet18", fpn_channels=16, num_protos=4, mask_rescoring=True).eval()
+    with torch.no_grad():
+        net.mask_iou_net.conv_out.weight.zero_()
+        net.mask_iou_net.conv_out.bias.fill_(0.5)  # predicted IoU 0.5 for every mask and class
+        out = net(torch.randn(1, 3, 64, 64))
+    (det,) = postprocess(out, [(64, 64)], PostprocessParams(score_thr=0.0))
+    assert det["scores"].numel() > 0
+    torch.testing.assert_close(det["mask_scores"], 0.5 * det["scores"])
