@@ -36,6 +36,9 @@ class DataConfig:
     augment: bool = True
     min_box_size: float = 4.0
     skip_invalid: bool = False
+    # Decode every image while loading the annotations (catches truncated files up front; slow on
+    # COCO). Existence, format and size are always checked from the file header.
+    verify_images: bool = False
     # "loader": integral images of the augmented S×S masks built in the loader workers (official,
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
