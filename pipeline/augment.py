@@ -56,6 +56,7 @@ class AugmentParams:
     channel_swap: bool = True  # mmdetection v2's PhotoMetricDistortion permutes channels (p 0.5)
     expand_prob: float = 0.5
     expand_ratio: tuple[float, float] = (1.0, 4.0)
+    crop: bool = True
     crop_min_ious: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
     crop_min_size: float = 0.3
     crop_tries: int = 50
@@ -104,7 +105,10 @@ def transform(image: np.ndarray, rles: list[dict], labels: np.ndarray, boxes: np
         photo = _photometric_draws(rng, params) if params.photometric else None
         left, top, cw, ch = _expand_draws(rng, w, h, params)
         shift = np.array([left, top, left, top], dtype=np.float32)
-        patch, inside = _min_iou_crop(rng, cw, ch, boxes + shift, params)
+        if params.crop:
+            patch, inside = _min_iou_crop(rng, cw, ch, boxes + shift, params)
+        else:
+            patch = np.array([0, 0, cw, ch], dtype=np.int64)
         window = patch - shift.astype(np.int64)
         flip = bool(rng.random() < params.flip_prob)
     s = params.scale

@@ -42,7 +42,10 @@ class DataConfig:
     # "loader": integral images of the augmented S×S masks built in the loader workers (official,
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
-    parquet_dir: str | None = None
+    parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
+    parquet_layout: str = "integral"  # "integral" | "rle"; see docs/benchmarks.md (data section)
+    parquet_images_per_shard: int = 64
+    precompute_workers: int = 2  # concurrent Ray Data tasks of jobs.precompute
     loader_workers: int = 1
 
 

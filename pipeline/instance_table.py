@@ -41,6 +41,7 @@ from pipeline.coco import ImageRecord, instance_rles
 SCHEMA_VERSION = "1"
 LAYOUTS = ("integral", "rle")
 SHARD_GLOB = "shard-*.parquet"
+PYCOCOTOOLS_AREA_CHUNK = 255
 
 SCHEMA = pa.schema(
     [
@@ -68,6 +69,14 @@ def region_integral(crop: np.ndarray) -> np.ndarray:
     np.cumsum(crop, axis=0, dtype=np.int32, out=out[1:, 1:])
     np.cumsum(out[1:, 1:], axis=1, dtype=np.int32, out=out[1:, 1:])
     return out
+
+
+def rle_areas(rles: list[dict]) -> np.ndarray:
+    """int64 [N] mask areas. pycocotools' `area` overflows past 255 RLEs per call under numpy 2
+    (it sizes its output with a uint8 array), so it is called in chunks."""
+    parts = [mask_utils.area(rles[i:i + PYCOCOTOOLS_AREA_CHUNK]).astype(np.int64)
+             for i in range(0, len(rles), PYCOCOTOOLS_AREA_CHUNK)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def record_columns(record: ImageRecord, label_to_category: list[int], layout: str) -> dict[str, list]:
@@ -120,7 +129,7 @@ def validate_table(table: pa.Table, where: str, expected_rows: int | None = None
         raise ValueError(f"{where}: a mask region lies outside its image")
     rles = [{"size": [int(a), int(b)], "counts": c} for a, b, c in
             zip(h, w, table.column("rle").to_pylist())]
-    if rles and not np.array_equal(mask_utils.area(rles).astype(np.int64), area):
+    if rles and not np.array_equal(rle_areas(rles), area):
         raise ValueError(f"{where}: RLE areas disagree with the 'area' column")
     integral = table.column("integral")
     if integral.null_count < table.num_rows:
