@@ -1,71 +1,48 @@
-"""Deterministic, resumable data order for data-parallel training (no Ray, no global RNG).
+"""Resumable batches over one rank's share of an epoch.
 
-- Epoch `e`'s order is a permutation of the dataset indices drawn from a generator seeded by
-  (seed, e) alone: every rank computes the same one, and a resumed run sees the same order.
-- Rank r of W takes positions r, r+W, r+2W, … (DistributedSampler's interleave), cut into
-  batches. The tail that does not fill a whole global batch is dropped, so every rank runs the
-  same number of steps (DDP requires it) and `iters_per_epoch = n // (W·B)`.
-- Every sample also gets its own augmentation seed from (seed, epoch, index), so the augmented
-  image does not depend on which process loads it, in what order, or after which restart.
-- The loader position after `k` finished steps of an epoch is just `start_batch = k`.
+The order itself belongs to the data pipeline: `pipeline.datasets.ShardedSampler` yields
+`(index, seed, epoch)` keys, a permutation drawn from (seed, epoch) alone and split evenly over
+ranks, and `InstanceDataset[key]` draws the sample's augmentation from (seed, epoch, index).
+What training adds here is the loader *position*: `ResumableBatchSampler` cuts a rank's keys
+into full batches (the tail is dropped, so every rank runs the same number of steps, which DDP
+and Ray's report barrier need) and starts at batch `start_batch`. After `k` finished steps the
+position is `divmod(k, iters_per_epoch)`, so a checkpoint's iteration is all a resumed run needs
+to continue with exactly the batches it would have seen.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
-import torch
 from torch.utils.data import Sampler
 
 
-def _mix(*keys: int) -> int:
+def derive_seed(*keys: int) -> int:
     """A well-spread 63-bit seed from small integer keys (numpy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))
 
 
-def iters_per_epoch(n: int, world_size: int, batch_size: int) -> int:
-    """Full global batches in one pass over `n` samples."""
-    if world_size <= 0 or batch_size <= 0:
-        raise ValueError(f"world_size and batch_size must be positive, got {world_size}, {batch_size}")
-    return n // (world_size * batch_size)
+def iters_per_epoch(keys_per_rank: int, batch_size: int) -> int:
+    """Full batches a rank runs per epoch."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return keys_per_rank // batch_size
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The permutation of range(n) used in `epoch` (identical on every rank)."""
-    g = torch.Generator().manual_seed(_mix(seed, epoch))
-    return torch.randperm(n, generator=g).tolist()
+class ResumableBatchSampler(Sampler[list[Any]]):
+    """Full batches of `keys` (one rank's epoch, in order), from batch `start_batch` on."""
 
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """Seed of sample `index`'s augmentation in `epoch`."""
-    return _mix(seed, epoch, index, 1)
-
-
-def rank_batches(n: int, seed: int, epoch: int, rank: int, world_size: int,
-                 batch_size: int) -> list[list[int]]:
-    """The batches (dataset indices) rank `rank` trains on in `epoch`, in order."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
-    steps = iters_per_epoch(n, world_size, batch_size)
-    mine = epoch_order(n, seed, epoch)[rank::world_size][:steps * batch_size]
-    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
-
-
-class ShardBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batch sampler over one rank's share of an epoch, from batch `start_batch` on.
-
-    Yields lists of `(index, augmentation seed)` pairs; `SeededDataset` unpacks them.
-    """
-
-    def __init__(self, n: int, *, seed: int, epoch: int, rank: int, world_size: int,
-                 batch_size: int, start_batch: int = 0):
-        self.batches = rank_batches(n, seed, epoch, rank, world_size, batch_size)[start_batch:]
-        self.seed, self.epoch = seed, epoch
+    def __init__(self, keys: Iterable[Any], batch_size: int, start_batch: int = 0):
+        keys = list(keys)
+        n = iters_per_epoch(len(keys), batch_size)
+        if not 0 <= start_batch <= n:
+            raise ValueError(f"start_batch {start_batch} outside 0..{n} ({len(keys)} keys, "
+                             f"batch_size {batch_size})")
+        self.batches = [keys[i * batch_size:(i + 1) * batch_size] for i in range(start_batch, n)]
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for batch in self.batches:
-            yield [(i, sample_seed(self.seed, self.epoch, i)) for i in batch]
+    def __iter__(self) -> Iterator[list[Any]]:
+        return iter(self.batches)

@@ -86,8 +86,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int):
 
 def loss_weights(cfg: TrainConfig) -> dict[str, float]:
     """The weights `model.losses` takes (SPEC §5); mask 6.125 (fixed IoU) or 8 (ATSS)."""
-    return {"cls": cfg.loss_cls, "box": cfg.loss_box, "mask": resolve_mask_loss_weight(cfg),
-            "sem": cfg.loss_sem, "ohem_neg_pos": cfg.ohem_neg_pos, "max_masks": cfg.max_masks}
+    return {"loss_cls": cfg.loss_cls, "loss_box": cfg.loss_box,
+            "loss_mask": resolve_mask_loss_weight(cfg), "loss_sem": cfg.loss_sem}
 
 
 def move_targets(targets: list[dict], device: torch.device) -> list[dict]:

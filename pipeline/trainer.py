@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -46,19 +47,22 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
-from pipeline.checkpoint import (MODEL_FILE, capture_rng, load_checkpoint, restore_rng,
-                                 save_checkpoint, seed_everything, unwrap)
+from pipeline.checkpoint import (MODEL_FILE, STATE_FILE, capture_rng, load_checkpoint,
+                                 restore_rng, save_checkpoint, seed_everything)
 from pipeline.config import Config
+from pipeline.datasets import dataset_dir
 from pipeline.ray_utils import init_ray, worker_runtime_env
-from pipeline.shards import _mix, iters_per_epoch
-from pipeline.train import build_optimizer, make_lr_lambda, total_iterations, train_step
-from pipeline.worker import WorkerParts, build_parts, evaluate_run
+from pipeline.shards import derive_seed
+from pipeline.train import total_iterations, train_step
+from pipeline.validate import evaluate_model
+from pipeline.worker import WorkerParts, build_parts
 
 CRASH_MARKER = "crash_injected_at_{}"
 # The controller collects reports by polling (2 s by default): wait a little longer before the
 # injected crash so that the checkpoint reported just before it is registered.
 CRASH_GRACE_S = 3.0
 METRICS_FILE = "metrics.json"
+LOCAL_CHECKPOINTS = "local_checkpoints"  # num_workers=0 runs keep their checkpoints here
 
 
 # --- worker ----------------------------------------------------------------------------------
@@ -93,66 +97,68 @@ def _maybe_crash(cfg: Config, iteration: int, rank: int, run_dir: Path) -> None:
     os._exit(1)  # a hard death, as a killed process: no exception, no cleanup
 
 
-def _report(metrics: dict[str, Any], parts: WorkerParts, progress: dict[str, Any], rank: int,
-            world: int, cfg: Config, extra_files: dict[str, Any] | None = None,
+def _report(metrics: dict[str, Any], parts: WorkerParts, progress: dict[str, Any],
+            local_dir: Path | None = None, extra_dir: Path | None = None,
             with_checkpoint: bool = False) -> None:
-    """`ray.train.report` on every rank (a barrier); rank 0 attaches the checkpoint."""
+    """`ray.train.report` on every rank (a barrier); rank 0 attaches the checkpoint.
+
+    `local_dir` (num_workers=0 runs only): where the checkpoint is written and kept, since Ray's
+    in-process mode does not copy reported checkpoints to storage.
+    """
     if not with_checkpoint:
         ray.train.report(metrics)
         return
-    rng = _all_gather(capture_rng(), world)
-    if rank != 0:
+    rng = _all_gather(capture_rng(), parts.world)
+    if parts.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    with tempfile.TemporaryDirectory() as d:
+    dir_name = f"iter_{progress['iteration']:07d}"
+    with tempfile.TemporaryDirectory() as tmp:
+        d = local_dir / dir_name if local_dir is not None else Path(tmp)
         save_checkpoint(d, model=parts.model, optimizer=parts.optimizer, scheduler=parts.scheduler,
-                        progress=progress, rng=rng, config=cfg.to_dict())
-        for name, content in (extra_files or {}).items():
-            path = Path(d) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, Path):
-                if content.is_dir():
-                    import shutil
-                    shutil.copytree(content, path)
-                else:
-                    path.write_bytes(content.read_bytes())
-            else:
-                path.write_text(json.dumps(content))
+                        progress=progress, rng=rng, config=parts.cfg.to_dict())
+        if extra_dir is not None:
+            shutil.copytree(extra_dir, d, dirs_exist_ok=True)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d),
-                         checkpoint_dir_name=f"iter_{progress['iteration']:07d}")
+                         checkpoint_dir_name=dir_name)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The Ray Train worker: restore, train to the last iteration, evaluate, final report."""
     cfg = Config.from_dict(config["cfg"])
     run_dir = Path(config["run_dir"])
+    local_dir = Path(config["local_dir"]) if config.get("local_dir") else None
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    seed_everything(cfg.train.seed)  # same initial weights on every rank
+    seed_everything(cfg.train.seed)  # the same initial weights on every rank
     parts = build_parts(cfg, rank=rank, world=world, device=device)
-    ipe = iters_per_epoch(len(parts.train_set), world, cfg.train.batch_size)
+    parts.model = ray.train.torch.prepare_model(
+        parts.model, move_to_device=False,
+        parallel_strategy_kwargs={"find_unused_parameters": cfg.train.find_unused_parameters})
+    ipe = parts.iters_per_epoch
     total = total_iterations(cfg.train, ipe)
-    progress = {"iteration": 0, "train_time": 0.0, "skipped_steps": 0, "resumes": []}
-    seed_everything(_mix(cfg.train.seed, rank))  # per-rank streams from here on
+    progress = {"iteration": 0, "epoch": 0, "train_time": 0.0, "skipped_steps": 0, "resumes": []}
+    seed_everything(derive_seed(cfg.train.seed, rank))  # per-rank streams from here on
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = load_checkpoint(d, model=parts.model, optimizer=parts.optimizer,
                                     scheduler=parts.scheduler, map_location=device)
-        progress = {**state["progress"]}
+        progress = dict(state["progress"])
         progress["resumes"] = [*progress["resumes"], progress["iteration"]]
         restore_rng(state["rng"][rank])
     window: list[dict[str, float]] = []
     it = progress["iteration"]
     while it < total:
         epoch, start = divmod(it, ipe)
-        for images, targets in parts.loader(epoch, start):
+        for batch in parts.loader(epoch, start):
             _maybe_crash(cfg, it, rank, run_dir)
             t0 = time.perf_counter()
-            stats = train_step(parts.model, images.to(device), parts.to_device(targets),
-                               parts.assign_fn, parts.optimizer, losses_fn=parts.losses_fn,
-                               weights=parts.weights, grad_clip=cfg.train.grad_clip,
-                               amp=cfg.train.amp)
+            images, targets = parts.to_device(batch)
+            stats = train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
+                               losses_fn=parts.losses_fn, weights=parts.weights,
+                               grad_clip=cfg.train.grad_clip, amp=cfg.train.amp)
             stats["lr"] = parts.optimizer.param_groups[0]["lr"]
             parts.scheduler.step()
             progress["train_time"] += time.perf_counter() - t0
@@ -165,15 +171,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if log_now or ckpt_now:
                 metrics = _window_metrics(window, progress, world, device)
                 window = []
-                _report(metrics, parts, progress, rank, world, cfg, with_checkpoint=ckpt_now)
+                _report(metrics, parts, progress, local_dir, with_checkpoint=ckpt_now)
             if it >= total:
                 break
-    final = evaluate_run(cfg, parts, rank=rank, world=world, device=device)
-    metrics = {"iteration": it, **final.metrics, "train_time": progress["train_time"],
-               "train/skipped_steps": progress["skipped_steps"],
-               "train/restarts": len(progress["resumes"])}
-    files = {METRICS_FILE: metrics, **final.files} if rank == 0 else {}
-    _report(metrics, parts, progress, rank, world, cfg, extra_files=files, with_checkpoint=True)
+    with tempfile.TemporaryDirectory() as out_dir:
+        final = evaluate_model(parts.model, parts.val_set, cfg.eval, device,
+                               batch_size=cfg.train.batch_size, amp=cfg.train.amp, rank=rank,
+                               world=world, out_dir=out_dir if rank == 0 else None)
+        metrics = {"iteration": it, **final, "train_time": progress["train_time"],
+                   "train/skipped_steps": progress["skipped_steps"],
+                   "train/restarts": len(progress["resumes"]),
+                   "train/resumed_from": progress["resumes"][-1] if progress["resumes"] else -1}
+        if rank == 0:
+            Path(out_dir, METRICS_FILE).write_text(json.dumps(metrics, indent=1))
+        _report(metrics, parts, progress, local_dir, extra_dir=Path(out_dir),
+                with_checkpoint=True)
 
 
 def _window_metrics(window: list[dict[str, float]], progress: dict[str, Any], world: int,
@@ -236,12 +248,15 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
                                resume_run_id=unfinished.info.run_id if unfinished else None)
     logger.log_params(cfg.flat())
     logger.log_dict(cfg.to_dict(), "config/config.json")
+    dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
     started = init_ray()
     t0 = time.time()
     try:
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(Path(storage) / name)},
+            train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(Path(storage) / name),
+                               "local_dir": str(Path(storage) / name / LOCAL_CHECKPOINTS)
+                               if cfg.train.num_workers == 0 else None},
             scaling_config=_scaling(cfg),
             torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
             run_config=RunConfig(
@@ -253,10 +268,10 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
         result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError(f"Ray Train run {name} finished without a final checkpoint")
-        metrics = {k: v for k, v in (result.metrics or {}).items() if not k.startswith("train/")}
+        metrics = dict(result.metrics or {})
         metrics["wall_time"] = time.time() - t0
-        step = int(metrics.get("iteration", 0))
-        logger.log_metrics(metrics, step=step)
+        logger.log_metrics(metrics, step=int(metrics.get("iteration", 0)))
+        logger.set_tags({k: v for k, v in metrics.items() if isinstance(v, str)})
         with result.checkpoint.as_directory() as d:
             _log_final_artifacts(logger, Path(d))
         logger.set_tags({"maskaware.checkpoint": result.checkpoint.path})
@@ -274,6 +289,6 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
 def _log_final_artifacts(logger: tracking.RunLogger, d: Path) -> None:
     logger.log_artifact(d / MODEL_FILE, "checkpoint")
     for p in sorted(d.iterdir()):
-        if p.name in (MODEL_FILE, "state.pt"):
+        if p.name in (MODEL_FILE, STATE_FILE):
             continue
         logger.log_artifact(p, "evaluation" if p.is_file() else p.name)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.shards import ShardBatchSampler, epoch_order, iters_per_epoch, rank_batches
+from pipeline.shards import ResumableBatchSampler, derive_seed, iters_per_epoch
 from pipeline.train import lr_factor, make_lr_lambda, scaled_lr, total_iterations
 
 
@@ -68,23 +68,18 @@ def test_lambda_lr_drives_sgd_learning_rate():
     assert seen == pytest.approx(want)
 
 
-def test_shards_partition_each_epoch_and_depend_only_on_seed_and_epoch():
-    n, world, batch = 23, 2, 3
-    assert iters_per_epoch(n, world, batch) == 3
-    got = [rank_batches(n, 7, 4, r, world, batch) for r in range(world)]
-    flat = [i for rb in got for b in rb for i in b]
-    assert len(flat) == len(set(flat)) == 18  # disjoint, the 5-sample tail dropped
-    assert all(len(rb) == 3 for rb in got)
-    assert got == [rank_batches(n, 7, 4, r, world, batch) for r in range(world)]
-    assert epoch_order(n, 7, 4) != epoch_order(n, 7, 5)
-    assert epoch_order(n, 7, 4) != epoch_order(n, 8, 4)
-    assert sorted(epoch_order(n, 7, 4)) == list(range(n))
+def test_batches_resume_mid_epoch():
+    keys = [(i, 0, 3) for i in (5, 2, 9, 1, 7, 0, 4)]
+    full = list(ResumableBatchSampler(keys, batch_size=2))
+    assert full == [keys[0:2], keys[2:4], keys[4:6]]  # the odd key out is dropped
+    assert list(ResumableBatchSampler(keys, 2, start_batch=1)) == full[1:]
+    assert len(ResumableBatchSampler(keys, 2, start_batch=3)) == 0
+    assert iters_per_epoch(7, 2) == 3
+    with pytest.raises(ValueError, match="start_batch"):
+        ResumableBatchSampler(keys, 2, start_batch=4)
 
 
-def test_sampler_resumes_mid_epoch_with_the_same_seeds():
-    kw = dict(seed=3, epoch=2, rank=1, world_size=2, batch_size=2)
-    full = list(ShardBatchSampler(20, **kw))
-    assert list(ShardBatchSampler(20, start_batch=2, **kw)) == full[2:]
-    assert len(ShardBatchSampler(20, start_batch=2, **kw)) == len(full) - 2
-    seeds = [s for b in full for _, s in b]
-    assert len(set(seeds)) == len(seeds)
+def test_derived_seeds_differ_per_key():
+    seeds = {derive_seed(0, r) for r in range(8)} | {derive_seed(1, 0)}
+    assert len(seeds) == 9 and all(0 <= s < 2**63 for s in seeds)
+    assert derive_seed(3, 1) == derive_seed(3, 1)
