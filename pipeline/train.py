@@ -5,8 +5,8 @@
   with the targets' `integrals`) → `losses_fn` (model.losses) → one all-ranks finiteness vote →
   backward → clip the gradient norm at 35 → SGD step → floats for logging.
 
-A non-finite loss (or gradient norm) skips the whole step on every rank: no backward, no update,
-`skipped = 1` in the returned dict for the caller to count and log. The vote is one all-reduce so
+A non-finite loss (or gradient norm) skips the whole step on every rank: no update, BatchNorm
+running statistics put back, `skipped = 1` in the returned dict for the caller to count and log. The vote is one all-reduce so
 that DDP ranks never disagree about calling backward (they would deadlock).
 
 Learning rate (`lr_factor`): the SGD learning rate is `scaled_lr` (lr × global batch /
@@ -112,6 +112,12 @@ def _all_ranks_finite(value: Tensor) -> bool:
     return bool(flag.item())
 
 
+@torch.no_grad()
+def _restore(buffers: list[Tensor], saved: list[Tensor]) -> None:
+    for b, s in zip(buffers, saved):
+        b.copy_(s)
+
+
 def _float32(out: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v)
             for k, v in out.items()}
@@ -127,6 +133,10 @@ def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn:
     """
     model.train()
     device = images.device
+    # BatchNorm running statistics change in the forward pass: a skipped step puts them back, so
+    # that a non-finite batch leaves no trace in the model (NaN statistics would never recover).
+    buffers = list(model.buffers())
+    saved = [b.detach().clone() for b in buffers]
     use_amp = amp and device.type == "cuda"  # bf16 autocast is a CUDA-only option (SPEC/issue)
     ctx = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
     with ctx:
@@ -141,6 +151,7 @@ def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn:
     stats["num_pos"] = float(sum(int((m >= 0).sum()) for m in matched))
     optimizer.zero_grad(set_to_none=True)
     if not _all_ranks_finite(total):
+        _restore(buffers, saved)
         return {**stats, "grad_norm": float("nan"), "skipped": 1.0}
     total.backward()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -151,6 +162,7 @@ def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn:
     # Gradients are identical on every rank after DDP's all-reduce, so this vote is unanimous.
     if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
+        _restore(buffers, saved)
         return {**stats, "grad_norm": float(norm), "skipped": 1.0}
     optimizer.step()
     return {**stats, "grad_norm": float(norm), "skipped": 0.0}

@@ -17,6 +17,14 @@ def cfg(tmp_path_factory):
     return tiny_config(tmp_path_factory.mktemp("step"))
 
 
+@pytest.fixture(scope="module")
+def parts_by_grid(cfg):
+    """One model per anchor grid (YOLACT's for fixed IoU, ATSS's otherwise), built once."""
+    torch.manual_seed(0)
+    return {name: build_parts(replace(cfg, train=replace(cfg.train, assigner=name)), rank=0,
+                              world=1, device=CPU) for name in ("fixed_iou", "atss_iou")}
+
+
 def _first_batch(parts):
     return parts.to_device(next(iter(parts.loader(epoch=0, start_batch=0))))
 
@@ -26,13 +34,11 @@ def _params(model):
 
 
 @pytest.mark.parametrize("assigner", list(ASSIGNERS))
-def test_step_has_finite_losses_positives_and_updates(cfg, assigner):
-    torch.manual_seed(0)
-    parts = build_parts(replace(cfg, train=replace(cfg.train, assigner=assigner)), rank=0, world=1,
-                        device=CPU)
+def test_step_has_finite_losses_positives_and_updates(parts_by_grid, assigner):
+    parts = parts_by_grid["fixed_iou" if assigner == "fixed_iou" else "atss_iou"]
     images, targets = _first_batch(parts)
     before = _params(parts.model)
-    stats = train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
+    stats = train_step(parts.model, images, targets, ASSIGNERS[assigner], parts.optimizer,
                        losses_fn=parts.losses_fn, weights=parts.weights)
     assert stats["skipped"] == 0.0
     assert {"loss", "loss_cls", "loss_box", "loss_mask", "loss_sem", "num_pos", "grad_norm"} <= set(stats)
@@ -47,7 +53,7 @@ def test_step_has_finite_losses_positives_and_updates(cfg, assigner):
 
 
 def test_non_finite_loss_skips_the_step(cfg):
-    parts = build_parts(cfg, rank=0, world=1, device=CPU)
+    parts = build_parts(cfg, rank=0, world=1, device=CPU)  # fresh: no optimizer state yet
     images, targets = _first_batch(parts)
     before = _params(parts.model)
 
@@ -65,27 +71,26 @@ def test_non_finite_loss_skips_the_step(cfg):
     assert not parts.optimizer.state  # no momentum buffer was created
 
 
-def test_non_finite_gradient_skips_the_step(cfg):
-    parts = build_parts(cfg, rank=0, world=1, device=CPU)
+def test_non_finite_gradient_skips_the_step(parts_by_grid):
+    parts = parts_by_grid["atss_iou"]
     images, targets = _first_batch(parts)
     before = _params(parts.model)
-    weight = parts.model.head.cls_conv.weight if hasattr(parts.model.head, "cls_conv") else \
-        next(parts.model.head.parameters())
-    weight.register_hook(lambda g: g * float("inf"))
-    stats = train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
-                       losses_fn=parts.losses_fn, weights=parts.weights)
+    hook = next(parts.model.head.parameters()).register_hook(lambda g: g * float("inf"))
+    try:
+        stats = train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
+                           losses_fn=parts.losses_fn, weights=parts.weights)
+    finally:
+        hook.remove()
     assert stats["skipped"] == 1.0 and stats["loss"] == stats["loss"]  # the loss was finite
     assert all(torch.equal(before[k], v) for k, v in parts.model.state_dict().items())
 
 
-def test_grad_clipping_bounds_the_update(cfg):
-    torch.manual_seed(0)
-    parts = build_parts(cfg, rank=0, world=1, device=CPU)
+def test_grad_clipping_bounds_the_update(parts_by_grid):
+    parts = parts_by_grid["atss_iou"]
     images, targets = _first_batch(parts)
     before = [p.detach().clone() for p in parts.model.parameters()]
-    for g in parts.optimizer.param_groups:
-        g["lr"], g["momentum"], g["weight_decay"] = 1.0, 0.0, 0.0
-    stats = train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
+    plain_sgd = torch.optim.SGD(parts.model.parameters(), lr=1.0)
+    stats = train_step(parts.model, images, targets, parts.assign_fn, plain_sgd,
                        losses_fn=parts.losses_fn, weights=parts.weights, grad_clip=0.5)
     assert stats["grad_norm"] > 0.5  # clip_grad_norm_ returns the norm before clipping
     step = torch.linalg.vector_norm(torch.stack(
