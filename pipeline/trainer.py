@@ -47,7 +47,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
-from pipeline.checkpoint import (MODEL_FILE, STATE_FILE, capture_rng, load_checkpoint,
+from pipeline.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, capture_rng, load_checkpoint,
                                  restore_rng, save_checkpoint, seed_everything)
 from pipeline.config import Config
 from pipeline.datasets import dataset_dir
@@ -98,13 +98,17 @@ def _maybe_crash(cfg: Config, iteration: int, rank: int, run_dir: Path) -> None:
 
 
 def _report(metrics: dict[str, Any], parts: WorkerParts, progress: dict[str, Any],
-            local_dir: Path | None = None, extra_dir: Path | None = None,
-            with_checkpoint: bool = False) -> None:
+            local_dir: Path | None = None, local_logger: tracking.RunLogger | None = None,
+            extra_dir: Path | None = None, with_checkpoint: bool = False) -> None:
     """`ray.train.report` on every rank (a barrier); rank 0 attaches the checkpoint.
 
-    `local_dir` (num_workers=0 runs only): where the checkpoint is written and kept, since Ray's
-    in-process mode does not copy reported checkpoints to storage.
+    num_workers=0 (in-process) runs only: `local_dir` is where checkpoints are written and kept,
+    since that mode does not copy reported checkpoints to storage, and `local_logger` logs the
+    `train/` metrics that the (absent) controller callback would.
     """
+    if local_logger is not None:  # num_workers=0: no controller to run ReportToMlflow
+        local_logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("train/")},
+                                 step=int(metrics["iteration"]))
     if not with_checkpoint:
         ray.train.report(metrics)
         return
@@ -128,6 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = Config.from_dict(config["cfg"])
     run_dir = Path(config["run_dir"])
     local_dir = Path(config["local_dir"]) if config.get("local_dir") else None
+    local_logger = config.get("local_logger")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -171,7 +176,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if log_now or ckpt_now:
                 metrics = _window_metrics(window, progress, world, device)
                 window = []
-                _report(metrics, parts, progress, local_dir, with_checkpoint=ckpt_now)
+                _report(metrics, parts, progress, local_dir, local_logger, with_checkpoint=ckpt_now)
             if it >= total:
                 break
     with tempfile.TemporaryDirectory() as out_dir:
@@ -184,7 +189,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                    "train/resumed_from": progress["resumes"][-1] if progress["resumes"] else -1}
         if rank == 0:
             Path(out_dir, METRICS_FILE).write_text(json.dumps(metrics, indent=1))
-        _report(metrics, parts, progress, local_dir, extra_dir=Path(out_dir),
+        _report(metrics, parts, progress, local_dir, local_logger, extra_dir=Path(out_dir),
                 with_checkpoint=True)
 
 
@@ -249,14 +254,16 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     logger.log_params(cfg.flat())
     logger.log_dict(cfg.to_dict(), "config/config.json")
     dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
-    started = init_ray()
+    local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
+    started = False if local else init_ray()
     t0 = time.time()
     try:
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(Path(storage) / name),
                                "local_dir": str(Path(storage) / name / LOCAL_CHECKPOINTS)
-                               if cfg.train.num_workers == 0 else None},
+                               if local else None,
+                               "local_logger": logger if local else None},
             scaling_config=_scaling(cfg),
             torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
             run_config=RunConfig(
@@ -289,6 +296,6 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
 def _log_final_artifacts(logger: tracking.RunLogger, d: Path) -> None:
     logger.log_artifact(d / MODEL_FILE, "checkpoint")
     for p in sorted(d.iterdir()):
-        if p.name in (MODEL_FILE, STATE_FILE):
+        if p.name in (MODEL_FILE, STATE_FILE, CONFIG_FILE):
             continue
         logger.log_artifact(p, "evaluation" if p.is_file() else p.name)
