@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.FIELD=VALUE",
                    help="override a field of the checkpoint's config, repeatable "
-                        "(e.g. --set eval.score_thr=0.1)")
+                        "(e.g. --set eval.score_thr=0.1) (default: none)")
     return p
 
 

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "finished (default: <assigner>-s<scale>-seed<seed>-<config hash>-<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, repeatable, applied last "
-                        "(e.g. --set train.lr=0.002)")
+                        "(e.g. --set train.lr=0.002) (default: none)")
     return p
 
 
