@@ -62,7 +62,8 @@ CRASH_MARKER = "crash_injected_at_{}"
 # injected crash so that the checkpoint reported just before it is registered.
 CRASH_GRACE_S = 3.0
 METRICS_FILE = "metrics.json"
-LOCAL_CHECKPOINTS = "local_checkpoints"  # num_workers=0 runs keep their checkpoints here
+LOCAL_CHECKPOINTS = "local_checkpoints"
+CONFIG_HASH_TAG = "maskaware.config_hash"  # a run name is only ever resumed with its own config  # num_workers=0 runs keep their checkpoints here
 
 
 # --- worker ----------------------------------------------------------------------------------
@@ -242,12 +243,17 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     name = run_name or default_run_name(cfg)
     storage = str(Path(cfg.train.storage_path).expanduser().resolve())
     key = {tracking.RAY_RUN_TAG: name}
+    config_hash = cell_key(cfg)
     done = tracking.find_run(cfg.tracking, key)
+    unfinished = tracking.find_run(cfg.tracking, key, statuses=("RUNNING", "FAILED", "KILLED"))
+    for old in (done, unfinished):
+        if old is not None and old.data.tags.get(CONFIG_HASH_TAG, config_hash) != config_hash:
+            raise ValueError(f"run name {name!r} already belongs to MLflow run {old.info.run_id} "
+                             "with another configuration; pick another run name")
     if done is not None:
         return _summary(done, name)
-    unfinished = tracking.find_run(cfg.tracking, key, statuses=("RUNNING", "FAILED", "KILLED"))
     run_tags = {**tracking.run_tags(cfg), **key, "maskaware.storage": storage,
-                tracking.CELL_KEY_TAG: cell_key(cfg), **(tags or {})}
+                CONFIG_HASH_TAG: config_hash, tracking.CELL_KEY_TAG: config_hash, **(tags or {})}
     logger = tracking.open_run(cfg.tracking, run_name=name, tags=run_tags,
                                parent_run_id=parent_run_id,
                                resume_run_id=unfinished.info.run_id if unfinished else None)
