@@ -122,3 +122,5 @@ def test_rerun_of_a_finished_run_returns_it(uninterrupted, root):
     again = run_training(_cfg(root), run_name="plain")
     assert again["reused"] and again["run_id"] == uninterrupted["run_id"]
     assert again["metrics"]["segm/AP"] == uninterrupted["metrics"]["segm/AP"]
+    with pytest.raises(ValueError, match="another configuration"):
+        run_training(_cfg(root, "train.lr=0.5"), run_name="plain")
