@@ -1,0 +1,223 @@
+"""The sweep runner: a Ray Tune grid of training runs, one MLflow parent run, then the report.
+
+Shape (Ray 2.60, Train V2):
+- every cell (`pipeline.grid`) is one Tune trial; the trial is a *function trainable* (`_trial`,
+  the "trial driver") that calls `pipeline.trainer.run_training`, which launches one
+  `TorchTrainer`. The driver holds one unit of the custom `trial_driver` resource and no CPU: with
+  the default 1 CPU per trial, a 2-core machine livelocks (the driver takes the CPU its Train
+  workers wait for). Per-trial CPUs/GPUs are the Train workers' (`TrainConfig`).
+- standalone, the sweep starts a local Ray (all cores, a small object store, no dashboard,
+  `trial_driver` = the concurrency limit); with `RAY_ADDRESS` set (as `ray job submit` does) it
+  joins that cluster, whose head must advertise `trial_driver` (cluster.yaml does).
+- MLflow is the record: a parent run per sweep; each trial's run is a child created by
+  `run_training` with `parent_run_id` and the cell key as a tag. A trial whose cell already has
+  a FINISHED child returns it without training, so `--resume` never trains or logs a cell twice,
+  whatever Tune's own state says (after a hard crash Tune can rerun finished trials and lose
+  their results). Tune's state is used only to schedule what is left.
+- every path is absolute and outside the working directory (`pipeline.sweep_record`).
+
+Fault injection for the resume test: with `MASKAWARE_SWEEP_INTERRUPT_AFTER=N` in the driver's
+environment the sweep interrupts itself (SIGINT, as Ctrl-C would) once N trials have completed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import ray
+from ray import tune
+
+from pipeline import tracking
+from pipeline.config import Config
+from pipeline.grid import Cell, cell_config, grid_cells
+from pipeline.ray_utils import init_ray, quiet_logs
+from pipeline.report import Report, build_report
+from pipeline.sweep_record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
+                                   latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
+
+log = logging.getLogger(__name__)
+
+DRIVER_RESOURCE = "trial_driver"
+INTERRUPT_ENV = "MASKAWARE_SWEEP_INTERRUPT_AFTER"
+TUNE_DIR = "tune"
+EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
+
+
+@dataclass
+class SweepOutcome:
+    record: SweepRecord
+    report: Report
+    complete: bool
+
+
+# --- the trial driver (runs in a Ray worker) -----------------------------------------------------
+
+def _trial(config: dict, *, base: dict, sweep_name: str, parent_run_id: str, tracking_uri: str,
+           experiment: str) -> None:
+    quiet_logs()
+    cell = Cell(**config["cell"])
+    cfg = cell_config(Config.from_dict(base), cell, sweep_name)
+    cfg = replace(cfg, tracking=replace(cfg.tracking, tracking_uri=tracking_uri, experiment=experiment))
+    done = tracking.find_run(cfg.tracking, _cell_tags(sweep_name, cell), statuses=("FINISHED",))
+    if done is not None:  # trained before an interruption: report it, do not train it again
+        tune.report({**_numeric(done.data.metrics), "reused": 1.0})
+        return
+    from pipeline.trainer import run_training  # torch and the model only where a trial runs
+
+    metrics = run_training(cfg, parent_run_id=parent_run_id, run_name=cell.key,
+                           tags=_cell_tags(sweep_name, cell))
+    tune.report({**_numeric(metrics), "reused": 0.0})
+
+
+def _cell_tags(sweep_name: str, cell: Cell) -> dict[str, str]:
+    return {SWEEP_TAG: sweep_name, KIND_TAG: KIND_TRIAL, tracking.CELL_KEY_TAG: cell.key, **cell.tags()}
+
+
+def _numeric(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _trial_name(trial) -> str:
+    return Cell(**trial.config["cell"]).key
+
+
+class _InterruptAfter(tune.Callback):
+    """Deterministic interruption for tests; reads the env at call time (Tune pickles callbacks
+    with its state and restores them, so a resumed sweep without the variable must not fire)."""
+
+    def __init__(self):
+        self.completed = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.completed += 1
+        limit = os.environ.get(INTERRUPT_ENV)
+        if limit is not None and self.completed >= int(limit):
+            log.warning("%s=%s: interrupting the sweep", INTERRUPT_ENV, limit)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+# --- the sweep driver ------------------------------------------------------------------------------
+
+def open_record(cfg: Config, preset: str, *, name: str | None = None, resume: bool = False) -> SweepRecord:
+    """A new sweep's record, or (resume) the saved one; the saved config wins on resume."""
+    if resume:
+        name = name or cfg.sweep.name or latest_sweep(sweeps_root(cfg), preset)
+        if name is None:
+            raise ValueError(f"--resume: no sweep of preset {preset!r} under {sweeps_root(cfg)}")
+        return SweepRecord.load(sweep_dir(cfg, name))
+    name = name or cfg.sweep.name or new_sweep_name(preset)
+    cfg = replace(cfg, sweep=replace(cfg.sweep, name=name))
+    cells = grid_cells(cfg)
+    if (sweep_dir(cfg, name) / "sweep.json").exists():
+        raise ValueError(f"sweep {name!r} already exists under {sweeps_root(cfg)}; "
+                         "pass --resume to continue it or another --name")
+    uri, _ = tracking.get_or_create_experiment(cfg.tracking)  # once, before parallel writers
+    record = SweepRecord(name=name, preset=preset, config=cfg.to_dict(),
+                         cells=[c.to_dict() for c in cells], tracking_uri=uri,
+                         experiment=cfg.tracking.experiment)
+    record.save(sweep_dir(cfg, name))
+    return record
+
+
+def _parent_run(record: SweepRecord) -> tracking.RunLogger:
+    tcfg = replace(record.base_config().tracking, tracking_uri=record.tracking_uri)
+    tags = {SWEEP_TAG: record.name, KIND_TAG: KIND_SWEEP, "preset": record.preset}
+    if record.parent_run_id:
+        return tracking.open_run(tcfg, run_name=record.name, resume_run_id=record.parent_run_id)
+    parent = tracking.open_run(tcfg, run_name=record.name, tags=tags)
+    parent.log_params({"sweep.cells": len(record.cells), **record.base_config().flat()})
+    return parent
+
+
+def _driver_slots(cfg: Config, local: bool) -> int:
+    """Concurrent trials: the preset's limit, on a local Ray also what the CPUs can hold."""
+    want = cfg.sweep.max_concurrent_trials
+    if not local:
+        return want
+    per_trial = max(1, cfg.train.num_workers) * cfg.train.cpus_per_worker
+    return max(1, min(want, (os.cpu_count() or 1) // per_trial))
+
+
+def _check_cluster(cfg: Config) -> None:
+    have = ray.cluster_resources()
+    if have.get(DRIVER_RESOURCE, 0) < 1:
+        raise ValueError(
+            f"the Ray cluster at {os.environ.get('RAY_ADDRESS')} has no {DRIVER_RESOURCE!r} resource: start "
+            f"its head with --resources='{{\"{DRIVER_RESOURCE}\": 8}}' (cluster.yaml does)")
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) > 1 and "://" not in cfg.train.storage_path:
+        raise ValueError(f"train.storage_path={cfg.train.storage_path!r} is local but the cluster has "
+                         f"{len(alive)} nodes: give shared storage (s3://..., gs://... or an NFS path)")
+
+
+def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=record.config, sweep_name=record.name,
+                             parent_run_id=record.parent_run_id, tracking_uri=record.tracking_uri,
+                             experiment=record.experiment),
+        {DRIVER_RESOURCE: 1})
+    path = directory / TUNE_DIR
+    if resume and tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    if path.exists():  # an unrestorable leftover (killed before Tune saved its state)
+        path.rename(directory / f"{TUNE_DIR}-stale-{int(time.time())}")
+    return tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search(record.cells)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=slots, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(directory), verbose=1,
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=record.base_config().sweep.trial_max_failures),
+                                  callbacks=[_InterruptAfter()]))
+
+
+def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool = False) -> SweepOutcome:
+    """Run (or resume) a sweep to the end, write its report, print where everything is."""
+    record = open_record(cfg, preset, name=name, resume=resume)
+    base = record.base_config()
+    directory = sweep_dir(base, record.name)
+    local = not os.environ.get("RAY_ADDRESS")
+    slots = _driver_slots(base, local)
+    print(f"sweep {record.name}: {len(record.cells)} cells, up to {slots} at a time -> {directory}")
+    print(f"  resume with: python -m jobs.sweep --resume --name {record.name}")
+    owns_ray = init_ray(object_store_bytes=base.sweep.object_store_mb * 2**20,
+                        resources={DRIVER_RESOURCE: slots})
+    try:
+        if not local:
+            _check_cluster(base)
+        parent = _parent_run(record)
+        record.parent_run_id, record.status = parent.run_id, "running"
+        record.save(directory)
+        _tuner(record, directory, slots, resume).fit()
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    report = build_report(record)
+    complete = not report.missing
+    record.status = "finished" if complete else "interrupted"
+    record.save(directory)
+    parent.finish("FINISHED" if complete else "KILLED")
+    _print_summary(record, report, complete)
+    return SweepOutcome(record, report, complete)
+
+
+def _print_summary(record: SweepRecord, report: Report, complete: bool) -> None:
+    print("\n" + report.markdown)
+    print(f"report: {report.directory} (table.md, table.csv, figures/)")
+    uri = record.tracking_uri
+    print(f"MLflow: {uri}, experiment {record.experiment!r}, parent run {record.parent_run_id}")
+    if uri.startswith("sqlite:"):
+        print(f"  open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+              "  ->  http://127.0.0.1:5000")
+    else:
+        print(f"  open the UI: {uri}")
+    if not complete:
+        print(f"incomplete: {len(report.missing)} of {len(record.cells)} cells have no finished run "
+              f"({', '.join(report.missing)}); resume with: "
+              f"python -m jobs.sweep --resume --name {record.name}")
