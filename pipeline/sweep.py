@@ -68,9 +68,11 @@ def _trial(config: dict, *, base: dict, sweep_name: str, parent_run_id: str, tra
         return
     from pipeline.trainer import run_training  # torch and the model only where a trial runs
 
-    metrics = run_training(cfg, parent_run_id=parent_run_id, run_name=cell.key,
-                           tags=_cell_tags(sweep_name, cell))
-    tune.report({**_numeric(metrics), "reused": 0.0})
+    # The Ray Train run name is unique to the sweep: run_training resumes (or returns) a run of
+    # the same name, which must never be another sweep's.
+    result = run_training(cfg, parent_run_id=parent_run_id, run_name=f"{cell.key}@{sweep_name}",
+                          tags=_cell_tags(sweep_name, cell))
+    tune.report({**_numeric(result["metrics"]), "reused": float(result["reused"])})
 
 
 def _cell_tags(sweep_name: str, cell: Cell) -> dict[str, str]:
@@ -134,6 +136,14 @@ def _parent_run(record: SweepRecord) -> tracking.RunLogger:
     return parent
 
 
+def _prepare_data(cfg: Config) -> None:
+    """Generate the built-in synthetic dataset once, here, rather than in racing trials."""
+    if cfg.data.data_dir is None:
+        from pipeline.synthetic import ensure_synthetic
+
+        print(f"  synthetic data: {ensure_synthetic(cfg.data, progress=True)}")
+
+
 def _driver_slots(cfg: Config, local: bool) -> int:
     """Concurrent trials: the preset's limit, on a local Ray also what the CPUs can hold."""
     want = cfg.sweep.max_concurrent_trials
@@ -186,6 +196,7 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     slots = _driver_slots(base, local)
     print(f"sweep {record.name}: {len(record.cells)} cells, up to {slots} at a time -> {directory}")
     print(f"  resume with: python -m jobs.sweep --resume --name {record.name}")
+    _prepare_data(base)
     owns_ray = init_ray(object_store_bytes=base.sweep.object_store_mb * 2**20,
                         resources={DRIVER_RESOURCE: slots})
     try:
