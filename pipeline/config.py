@@ -36,10 +36,16 @@ class DataConfig:
     augment: bool = True
     min_box_size: float = 4.0
     skip_invalid: bool = False
+    # Decode every image while loading the annotations (catches truncated files up front; slow on
+    # COCO). Existence, format and size are always checked from the file header.
+    verify_images: bool = False
     # "loader": integral images of the augmented S×S masks built in the loader workers (official,
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
-    parquet_dir: str | None = None
+    parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
+    parquet_layout: str = "integral"  # "integral" | "rle"; see docs/benchmarks.md (data section)
+    parquet_images_per_shard: int = 64
+    precompute_workers: int = 2  # concurrent Ray Data tasks of jobs.precompute
     loader_workers: int = 1
 
 
@@ -60,6 +66,7 @@ class ModelConfig:
     scales_per_level: int = 1  # YOLACT++: 3
     dcn_interval: int = 0  # 0 = no deformable convs; YOLACT++ R101: 3; maYOLACT: 1
     dcn_stages: tuple[int, ...] = (3, 4, 5)
+    dcn_groups: int = 1  # deformable groups: 1 in YOLACT++, 4 in maYOLACT
     mask_rescoring: bool = False  # YOLACT++ fast mask re-scoring
     carafe: bool = False  # maYOLACT FPN upsampling
     sipmask: bool = False  # spatial coefficients per 2×2 box quadrant
@@ -112,6 +119,9 @@ class EvalConfig:
     fps_warmup: int = 10
     fps_runs: int = 50
     overlays: int = 4
+    # (paper preset) mmdetection's segm results carry boxes, so pycocotools takes detection areas
+    # from boxes for the S/M/L split of mask AP; False uses mask areas (pycocotools' mask-only way).
+    segm_area_from_box: bool = True
 
 
 @dataclass(frozen=True)
@@ -306,7 +316,7 @@ VARIANTS: dict[str, tuple[str, ...]] = _cumulative((
     ("yolact", ("train.assigner=fixed_iou",)),
     ("atss_maiou", ("train.assigner=atss_maiou",)),
     ("carafe", ("model.carafe=true",)),
-    ("dcnv2", ("model.dcn_interval=1",)),
+    ("dcnv2", ("model.dcn_interval=1", "model.dcn_groups=4")),
     ("more_anchors", ("model.anchor_grid=mayolact",)),
     ("cosine", ("train.schedule=cosine", "train.lr=0.008")),
 ))
