@@ -6,7 +6,8 @@ are averaged. Output, under `<sweep dir>/report/` and logged to the parent run u
 
 - `table.md`  one row per (scale, assigner): mask AP, AP50, AP75, APS, APM, APL, oLRP, box AP,
   fps, #anchors, train time; `mean ± std` (sample std, n-1) when a row has several seeds; the
-  best row of each scale (highest mean mask AP; ties all marked) in bold;
+  best row of each scale (highest mean mask AP; ties all marked, none when all tie) in bold;
+  a metric COCOeval leaves undefined (-1, e.g. APL with no large objects) shows as `n/a`;
 - `table.csv` the same numbers unrounded, one `<metric>_mean` / `<metric>_std` pair per column;
 - `figures/*.png` see `pipeline.report_figures`.
 """
@@ -31,6 +32,8 @@ class Column:
     digits: int = 1
     higher_is_better: bool | None = True  # None: no arrow (a cost, not a score)
     show_std: bool = True  # False for what seeds cannot change (the anchor count)
+    # COCOeval (and our oLRP) report -1 where a metric is undefined, e.g. APL without large GTs.
+    negative_is_undefined: bool = True
 
 
 COLUMNS = (
@@ -42,12 +45,15 @@ COLUMNS = (
     Column("segm/APL", "APL"),
     Column("segm/oLRP", "oLRP", higher_is_better=False),
     Column("bbox/AP", "box AP"),
-    Column("fps", "fps"),
-    Column("num_anchors", "#anchors", digits=0, higher_is_better=None, show_std=False),
-    Column("train_time", "train time (s)", digits=0, higher_is_better=None),
+    Column("fps", "fps", negative_is_undefined=False),
+    Column("num_anchors", "#anchors", digits=0, higher_is_better=None, show_std=False,
+           negative_is_undefined=False),
+    Column("train_time", "train time (s)", digits=0, higher_is_better=None,
+           negative_is_undefined=False),
 )
 BEST_BY = "segm/AP"
-MISSING = "–"
+MISSING = "–"  # no finished run
+UNDEFINED = "n/a"  # runs finished, but the metric is undefined for them (COCO's -1)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ def summarise(results: list[CellResult], grid: list[Cell] | None = None) -> list
         row.results.append(res)
     for row in rows.values():
         for col in COLUMNS:
-            values = [r.metrics[col.metric] for r in row.results if _finite(r.metrics.get(col.metric))]
+            values = [r.metrics[col.metric] for r in row.results
+                      if _defined(r.metrics.get(col.metric), col)]
             if values:
                 row.mean[col.metric] = sum(values) / len(values)
             if len(values) >= 2:
@@ -115,8 +122,9 @@ def summarise(results: list[CellResult], grid: list[Cell] | None = None) -> list
     return list(rows.values())
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+def _defined(v, col: Column) -> bool:
+    ok = isinstance(v, (int, float)) and math.isfinite(v)
+    return ok and not (col.negative_is_undefined and v < 0)
 
 
 def _sample_std(values: list[float]) -> float:
@@ -130,13 +138,15 @@ def _mark_best(rows: list[Row]) -> None:
         if len(scored) < 2:
             continue  # nothing to compare against
         top = max(r.mean[BEST_BY] for r in scored)
+        if all(r.mean[BEST_BY] == top for r in scored):
+            continue  # all tied: no best
         for r in scored:
             r.best = r.mean[BEST_BY] == top
 
 
 def _fmt(row: Row, col: Column) -> str:
     if col.metric not in row.mean:
-        return MISSING
+        return UNDEFINED if row.n else MISSING
     text = f"{row.mean[col.metric]:.{col.digits}f}"
     if col.show_std and col.metric in row.std:
         text += f" ± {row.std[col.metric]:.{col.digits}f}"
@@ -163,7 +173,8 @@ def to_markdown(rows: list[Row]) -> str:
     seeds = sorted({r.n for r in rows if r.n})
     lines += ["", f"{sum(r.n for r in rows)} runs; mean ± sample std over seeds where a row has "
               f"several (seeds per row: {', '.join(map(str, seeds))}); AP and oLRP ×100; "
-              f"bold: the best {header[1]} of each scale by mask AP; {MISSING}: no finished run."]
+              f"bold: the best {header[1]} of each scale by mask AP; {MISSING}: no finished run; "
+              f"{UNDEFINED}: undefined for this data (e.g. APL without large objects)."]
     return "\n".join(lines) + "\n"
 
 

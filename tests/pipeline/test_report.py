@@ -131,3 +131,19 @@ def test_collect_keeps_newest_finished_run_per_cell():
             self.data = type("D", (), {"tags": Cell(192, "atss_iou", 0).tags(), "metrics": {"segm/AP": ap}})
     results = collect([Run("old", 1, 1.0), Run("new", 2, 2.0), Run("crash", 3, 3.0, "FAILED")])
     assert [(r.run_id, r.metrics["segm/AP"]) for r in results] == [("new", 2.0)]
+
+
+def test_coco_undefined_metrics_and_all_tied_scales():
+    """-1 (COCOeval's 'no GT in this area range') is n/a, never averaged; a full tie marks no best."""
+    cells = [Cell(128, "atss_iou", 0), Cell(128, "atss_iou", 1), Cell(128, "atss_maiou", 0)]
+    results = [CellResult(cells[0], "a", {"segm/AP": 0.0, "segm/APL": -1.0, "segm/APS": 2.0}),
+               CellResult(cells[1], "b", {"segm/AP": 0.0, "segm/APL": 4.0, "segm/APS": 4.0}),
+               CellResult(cells[2], "c", {"segm/AP": 0.0, "segm/APL": -1.0})]
+    rows = summarise(results, cells)
+    assert rows[0].mean["segm/APL"] == pytest.approx(4.0) and "segm/APL" not in rows[0].std
+    assert rows[0].mean["segm/APS"] == pytest.approx(3.0)
+    assert "segm/APL" not in rows[1].mean
+    assert not any(r.best for r in rows)
+    line = [ln for ln in to_markdown(rows).splitlines() if "ATSS w. maIoU" in ln][0]
+    cols = [c.strip() for c in line.strip("|").split("|")]
+    assert cols[3] == "0.0" and cols[3 + [c.metric for c in COLUMNS].index("segm/APL")] == "n/a"
