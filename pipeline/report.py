@@ -133,15 +133,16 @@ def _sample_std(values: list[float]) -> float:
 
 
 def _mark_best(rows: list[Row]) -> None:
+    """Best = highest mean mask AP at the precision the table shows (what a reader can check)."""
+    digits = next(c.digits for c in COLUMNS if c.metric == BEST_BY)
     for scale in {r.scale for r in rows}:
-        scored = [r for r in rows if r.scale == scale and BEST_BY in r.mean]
-        if len(scored) < 2:
-            continue  # nothing to compare against
-        top = max(r.mean[BEST_BY] for r in scored)
-        if all(r.mean[BEST_BY] == top for r in scored):
-            continue  # all tied: no best
-        for r in scored:
-            r.best = r.mean[BEST_BY] == top
+        scored = {id(r): round(r.mean[BEST_BY], digits) for r in rows
+                  if r.scale == scale and BEST_BY in r.mean}
+        if len(scored) < 2 or len(set(scored.values())) == 1:
+            continue  # nothing to compare against, or all tied
+        top = max(scored.values())
+        for r in rows:
+            r.best = r.best or scored.get(id(r)) == top
 
 
 def _fmt(row: Row, col: Column) -> str:

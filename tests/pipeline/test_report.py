@@ -147,3 +147,11 @@ def test_coco_undefined_metrics_and_all_tied_scales():
     line = [ln for ln in to_markdown(rows).splitlines() if "ATSS w. maIoU" in ln][0]
     cols = [c.strip() for c in line.strip("|").split("|")]
     assert cols[3] == "0.0" and cols[3 + [c.metric for c in COLUMNS].index("segm/APL")] == "n/a"
+
+
+def test_best_is_judged_at_the_shown_precision():
+    cells = [Cell(256, "atss_iou", 0), Cell(256, "atss_maiou", 0), Cell(320, "atss_iou", 0),
+             Cell(320, "atss_maiou", 0)]
+    aps = [0.04, 0.01, 20.04, 20.12]  # 256: both show 0.0 -> no best; 320: 20.0 < 20.1
+    rows = summarise([CellResult(c, str(i), {"segm/AP": ap}) for i, (c, ap) in enumerate(zip(cells, aps))], cells)
+    assert [r.best for r in rows] == [False, False, False, True]
