@@ -129,6 +129,7 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     manifest = {"schema_version": SCHEMA_VERSION, "layout": layout, "images_per_shard": images_per_shard,
                 "source": os.path.abspath(json_path), "source_sha1": _fingerprint(json_path),
                 "skip_invalid": skip_invalid, "images": len(records),
+                "category_names": source.category_names, "label_to_category": source.label_to_category,
                 "shards": {shard_name(i, n): sum(len(r) for r in c) for i, c in enumerate(chunks)}}
     os.makedirs(out_dir, exist_ok=True)
     _check_manifest(out_dir, manifest, overwrite)
