@@ -66,6 +66,7 @@ class ModelConfig:
     scales_per_level: int = 1  # YOLACT++: 3
     dcn_interval: int = 0  # 0 = no deformable convs; YOLACT++ R101: 3; maYOLACT: 1
     dcn_stages: tuple[int, ...] = (3, 4, 5)
+    dcn_groups: int = 1  # deformable groups: 1 in YOLACT++, 4 in maYOLACT
     mask_rescoring: bool = False  # YOLACT++ fast mask re-scoring
     carafe: bool = False  # maYOLACT FPN upsampling
     sipmask: bool = False  # spatial coefficients per 2×2 box quadrant
@@ -118,6 +119,9 @@ class EvalConfig:
     fps_warmup: int = 10
     fps_runs: int = 50
     overlays: int = 4
+    # (paper preset) mmdetection's segm results carry boxes, so pycocotools takes detection areas
+    # from boxes for the S/M/L split of mask AP; False uses mask areas (pycocotools' mask-only way).
+    segm_area_from_box: bool = True
 
 
 @dataclass(frozen=True)
@@ -283,7 +287,7 @@ def _mayolact() -> Config:
     base = _paper()
     return replace(
         base,
-        model=replace(base.model, dcn_interval=1, carafe=True, anchor_grid="mayolact"),
+        model=replace(base.model, dcn_interval=1, dcn_groups=4, carafe=True, anchor_grid="mayolact"),
         train=replace(base.train, assigner="atss_maiou", lr=8e-3, schedule="cosine"),
         sweep=replace(base.sweep, scales=(550,), assigners=("atss_maiou",)),
     )
