@@ -140,6 +140,7 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
                   "payload": pickle.dumps(chunks[i])} for i in todo]
         with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
             start = time.perf_counter()
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
                 _write_shard, fn_kwargs={"out_dir": out_dir, "layout": layout,
