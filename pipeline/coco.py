@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 from collections import Counter
@@ -45,6 +46,8 @@ BOX_TOLERANCE = 1.0
 MIN_POLYGON_POINTS = 3
 # How many problems an error message lists before summarising the rest.
 MAX_LISTED_PROBLEMS = 5
+
+log = logging.getLogger(__name__)
 
 KIND_BAD_RECORD = "bad_record"  # a required field is missing or has the wrong type
 KIND_DUPLICATE_IMAGE_ID = "duplicate_image_id"
@@ -243,6 +246,8 @@ def load_coco(json_path: str, image_root: str, *, skip_invalid: bool = False,
         coco.dataset = clean
         coco.createIndex()
     records = _records(images, anns, cat_to_label, image_root)
+    if problems.items:
+        log.warning("%s: %s", json_path, report.summary())
     return CocoDataset(json_path=json_path, image_root=image_root, records=records,
                        categories=kept, coco=coco, report=report)
 
