@@ -145,7 +145,7 @@ def validate_table(table: pa.Table, where: str, expected_rows: int | None = None
 
 def _fixed(col: pa.ChunkedArray, dtype, width: int) -> np.ndarray:
     arr = col.combine_chunks()
-    return arr.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, width)
+    return arr.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(-1, width)  # [N, width]
 
 
 def _binary_buffers(col) -> tuple[np.ndarray, np.ndarray]:
@@ -225,6 +225,6 @@ class InstanceStore:
         decoded = mask_utils.decode(rles)  # uint8 [H, W, G]
         parts = []
         for g, (y0, x0, rh, rw) in enumerate(region):
-            parts.append(region_integral(decoded[y0:y0 + rh, x0:x0 + rw, g].astype(bool)).reshape(-1))
+            parts.append(region_integral(decoded[y0:y0 + rh, x0:x0 + rw, g].astype(bool)).reshape(-1))  # [(h+1)(w+1)]
         lengths = np.array([p.size for p in parts], dtype=np.int64)
         return np.concatenate(parts), np.cumsum(lengths) - lengths
