@@ -107,6 +107,11 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint of ours to fine-tune from
     storage_path: str = "~/.cache/maskaware/runs"
     max_failures: int = 2
+    # Fault injection for the resume test: rank `crash_rank` exits hard right before iteration
+    # `crash_at_iter`, once per run (a marker file in the run's storage dir remembers it).
+    crash_at_iter: int | None = None
+    crash_rank: int = 0
+    find_unused_parameters: bool = False  # DDP; on when an option leaves parameters unused
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,9 @@ class TrackingConfig:
     # None = a local sqlite store under ~/.cache/maskaware (or MLFLOW_TRACKING_URI when set).
     tracking_uri: str | None = None
     experiment: str = "maskaware"
+    # None: `<sqlite DB dir>/mlartifacts` for a sqlite store (MLflow's own default is ./mlruns
+    # relative to the CWD), the server's choice otherwise.
+    artifact_location: str | None = None
 
 
 @dataclass(frozen=True)
