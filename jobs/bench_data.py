@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster
 
@@ -33,11 +32,10 @@ import torch
 
 from assigners import ASSIGNERS, BACKGROUND
 from pipeline.analysis import atss_anchors
-from pipeline.augment import AugmentParams
+from pipeline.augment import AugmentParams, transform
+from pipeline.coco import instance_rles, load_coco, load_image
 from pipeline.config import DataConfig
 from pipeline.datasets import InstanceDataset, integrals_from_sample, split_paths
-from pipeline.coco import instance_rles, load_coco, load_image
-from pipeline.augment import transform
 from pipeline.instance_table import InstanceStore
 from pipeline.precompute import OBJECT_STORE_BYTES, precompute
 from pipeline.synthetic import ensure_synthetic
