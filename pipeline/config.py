@@ -43,7 +43,10 @@ class DataConfig:
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
     parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
-    parquet_layout: str = "integral"  # "integral" | "rle"; see docs/benchmarks.md (data section)
+    # "rle" (integrals built at read time) or "integral" (region integrals stored, ~110x the bytes);
+    # chosen on the numbers in docs/benchmarks.md (data section). integrals="parquet" is only
+    # faster than "loader" with the "integral" layout.
+    parquet_layout: str = "rle"
     parquet_images_per_shard: int = 64
     precompute_workers: int = 2  # concurrent Ray Data tasks of jobs.precompute
     loader_workers: int = 1
