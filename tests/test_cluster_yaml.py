@@ -4,7 +4,8 @@ Ray's `prepare_config` merges the AWS defaults and `validate_config` applies the
 schema and cross-field checks; both are private APIs, hence the pinned Ray. The schema does not
 look inside `provider`/`node_config` or at image tags, so `lint` checks what matters to us: images
 pinned to the Ray we pin, a GPU worker type that scales from 0, a head that hosts trial drivers
-but never trains, the project installed with pinned dependencies, and nothing bound to 0.0.0.0.
+but never trains, the project installed with pinned dependencies, Ray's token auth on every
+node, and nothing bound to 0.0.0.0.
 """
 import copy
 import re
@@ -75,6 +76,10 @@ def lint(cfg: dict, ray_version: str) -> list[str]:
     setup = " ".join(cfg.get("setup_commands", []))
     if not re.search(r'"torch==[\d.]+"', setup):
         problems.append("torch is not pinned in setup_commands")
+    if "--env RAY_AUTH_MODE=token" not in docker.get("run_options", []):
+        problems.append("Ray token auth is not on for every node (docker run_options)")
+    if not any(remote.endswith("/.ray/auth_token") for remote in cfg.get("file_mounts", {})):
+        problems.append("the auth token is not mounted on the nodes")
     mounts = cfg.get("file_mounts", {})
     if not any(f"pip install -q {remote}" in setup for remote, local in mounts.items() if local == "."):
         problems.append("setup_commands do not install the project mounted from '.'")
@@ -133,6 +138,7 @@ def test_rays_validation_rejects_broken_variants(path, value, error):
     (["available_node_types", "head_cpu", "resources"], {"CPU": 8}, "CPU: 0"),
     (["head_start_ray_commands"], ["ray start --head --dashboard-host=0.0.0.0"], "0.0.0.0"),
     (["setup_commands"], ["pip install torch mlflow"], "torch is not pinned"),
+    (["docker", "run_options"], ["--shm-size=16g"], "token auth is not on"),
 ])
 def test_lint_catches_what_rays_schema_lets_through(path, value, needle):
     cfg = _mutated(path, value)
