@@ -27,7 +27,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only the table (markdown + CSV); skip the PNG figures (default: make them)")
     p.add_argument("--no-log", action="store_true",
                    help="write to disk only; do not log to the MLflow parent run (default: log)")
+    p.add_argument("--readme", type=Path, default=None, metavar="PATH",
+                   help=f"also paste the table into PATH between the lines {BEGIN!r} and {END!r} "
+                        "(how README.md shows a real report; default: no)")
     return p.parse_args(argv)
+
+
+BEGIN, END = "<!-- sweep-report:begin -->", "<!-- sweep-report:end -->"
+
+
+def paste_between_markers(path: Path, text: str) -> None:
+    """Replace what lies between the BEGIN and END lines of `path` with `text`."""
+    doc = path.read_text()
+    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+        raise ValueError(f"{path} needs exactly one {BEGIN!r} line followed by one {END!r} line")
+    head, rest = doc.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{BEGIN}\n{text.rstrip()}\n{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.readme is not None:
+        try:
+            paste_between_markers(args.readme, report.markdown)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print(report.markdown)
     print(f"report: {report.directory}")
     if report.missing:

@@ -112,3 +112,17 @@ def test_cli_help_documents_every_option(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for opt in ("--preset", "--set", "--name", "--resume", "default: tiny", "default: off"):
         assert opt in out
+
+
+def test_report_table_is_pasted_between_the_readme_markers(tmp_path):
+    from jobs.report import BEGIN, END, paste_between_markers
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{BEGIN}\nold table\n{END}\nafter\n")
+    paste_between_markers(readme, "| a |\n|---|\n")
+    assert readme.read_text() == f"# t\n\nbefore\n{BEGIN}\n| a |\n|---|\n{END}\nafter\n"
+    paste_between_markers(readme, "| b |\n")  # idempotent place, new content
+    assert readme.read_text() == f"# t\n\nbefore\n{BEGIN}\n| b |\n{END}\nafter\n"
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="needs exactly one"):
+        paste_between_markers(readme, "x")
