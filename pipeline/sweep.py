@@ -16,8 +16,10 @@ Shape (Ray 2.60, Train V2):
   their results). Tune's state is used only to schedule what is left.
 - every path is absolute and outside the working directory (`pipeline.sweep_record`).
 
-Fault injection for the resume test: with `MASKAWARE_SWEEP_INTERRUPT_AFTER=N` in the driver's
-environment the sweep interrupts itself (SIGINT, as Ctrl-C would) once N trials have completed.
+Fault injection for the resume tests, read from the driver's environment: once N trials have
+completed, `MASKAWARE_SWEEP_INTERRUPT_AFTER=N` interrupts the sweep (SIGINT, as Ctrl-C would: Tune
+saves its state and the sweep exits with 130) and `MASKAWARE_SWEEP_CRASH_AFTER=N` kills the driver
+on the spot (`os._exit(75)`: no cleanup, Tune's state as a crash leaves it).
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DRIVER_RESOURCE = "trial_driver"
 INTERRUPT_ENV = "MASKAWARE_SWEEP_INTERRUPT_AFTER"
+CRASH_ENV = "MASKAWARE_SWEEP_CRASH_AFTER"
+EXIT_CRASHED = 75
 TUNE_DIR = "tune"
 EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
 
@@ -97,9 +101,12 @@ class _InterruptAfter(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.completed += 1
-        limit = os.environ.get(INTERRUPT_ENV)
-        if limit is not None and self.completed >= int(limit):
-            log.warning("%s=%s: interrupting the sweep", INTERRUPT_ENV, limit)
+        crash, interrupt = os.environ.get(CRASH_ENV), os.environ.get(INTERRUPT_ENV)
+        if crash is not None and self.completed >= int(crash):
+            print(f"{CRASH_ENV}={crash}: the sweep driver dies now", flush=True)
+            os._exit(EXIT_CRASHED)
+        if interrupt is not None and self.completed >= int(interrupt):
+            log.warning("%s=%s: interrupting the sweep", INTERRUPT_ENV, interrupt)
             os.kill(os.getpid(), signal.SIGINT)
 
 

@@ -98,3 +98,21 @@ def kill_cluster(temp_dir: str, grace_s: float = 5.0) -> None:
 
 def run(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL what is left of a process session we started (a crashed driver's Ray processes)."""
+    left = [p for p in _processes() if p != os.getpid() and _session(p) == sid]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(left)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None

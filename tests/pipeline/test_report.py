@@ -27,8 +27,11 @@ def _metrics(ap: float, scale: int) -> dict[str, float]:
     return m
 
 
-@pytest.fixture
-def sweep(tmp_path):
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One store for the module (creating an MLflow DB is the slow part); tests only add runs
+    that are not FINISHED, which the report ignores."""
+    tmp_path = tmp_path_factory.mktemp("report")
     tcfg = TrackingConfig(tracking_uri=tracking.sqlite_uri(tmp_path / "mlflow.db"), experiment="rep")
     cfg = Config(tracking=tcfg, sweep=SweepConfig(scales=(192, 256), assigners=("atss_iou", "atss_maiou"),
                                                   seeds=(0, 1, 2), root=str(tmp_path / "sweeps")))

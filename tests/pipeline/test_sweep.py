@@ -126,3 +126,31 @@ def test_report_table_is_pasted_between_the_readme_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="needs exactly one"):
         paste_between_markers(readme, "x")
+
+
+def test_injected_interruption_fires_after_n_trials(monkeypatch):
+    """The SIGINT (Ctrl-C) and hard-exit injections fire on the N-th completed trial, and not
+    at all once the variable is gone (Tune restores its pickled callbacks on resume)."""
+    import os
+    import signal
+
+    from pipeline.sweep import CRASH_ENV, EXIT_CRASHED, INTERRUPT_ENV, _InterruptAfter
+
+    got = []
+    previous = signal.signal(signal.SIGINT, lambda *_: got.append("SIGINT"))
+    monkeypatch.setattr(os, "_exit", lambda code: got.append(code))
+    try:
+        cb = _InterruptAfter()
+        monkeypatch.setenv(INTERRUPT_ENV, "2")
+        cb.on_trial_complete(0, [], None)
+        assert got == []
+        cb.on_trial_complete(1, [], None)
+        assert got == ["SIGINT"]
+        monkeypatch.delenv(INTERRUPT_ENV)
+        cb.on_trial_complete(2, [], None)
+        assert got == ["SIGINT"]
+        monkeypatch.setenv(CRASH_ENV, "4")
+        cb.on_trial_complete(3, [], None)
+        assert got == ["SIGINT", EXIT_CRASHED]
+    finally:
+        signal.signal(signal.SIGINT, previous)

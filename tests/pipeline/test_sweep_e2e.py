@@ -1,10 +1,13 @@
-"""A CI-sized sweep end to end (Ray Tune → Ray Train → MLflow → report), interrupted and resumed.
+"""A CI-sized sweep end to end (Ray Tune → Ray Train → MLflow → report), crashed and resumed.
 
-The first run interrupts itself once one trial has completed (MASKAWARE_SWEEP_INTERRUPT_AFTER=1:
-a SIGINT, as Ctrl-C), with a second trial in flight; `--resume` must finish the grid without
-retraining the finished cell and without a second MLflow run for any cell.
+The first run's driver dies hard (`os._exit`, MASKAWARE_SWEEP_CRASH_AFTER=1) as soon as one trial
+has completed, with a second trial in flight and Tune's state as a crash leaves it (Tune then
+reruns trials it had not recorded as finished); `--resume` must finish the grid without
+retraining a finished cell and without a second MLflow run for any cell. (The gentler Ctrl-C
+path, MASKAWARE_SWEEP_INTERRUPT_AFTER, is covered in test_sweep.py.)
 """
 import math
+import subprocess
 import sys
 
 import pytest
@@ -12,9 +15,9 @@ import pytest
 from pipeline import tracking
 from pipeline.config import TrackingConfig
 from pipeline.report import COLUMNS
-from pipeline.sweep import EXIT_INTERRUPTED, INTERRUPT_ENV
+from pipeline.sweep import CRASH_ENV, EXIT_CRASHED
 from pipeline.sweep_record import SweepRecord
-from tests.pipeline.sweep_ci import ci_overrides, clean_env, run
+from tests.pipeline.sweep_ci import ROOT, ci_overrides, clean_env, kill_session, run
 
 NAME = "ci"
 TIMEOUT_S = 420
@@ -29,12 +32,19 @@ def _children(record: SweepRecord) -> list:
 @pytest.mark.timeout(2 * TIMEOUT_S)
 def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
     sets = ci_overrides(tmp_path)
-    first = run([sys.executable, "-m", "jobs.sweep", "--preset", "tiny", "--name", NAME, *sets],
-                clean_env(**{INTERRUPT_ENV: "1"}), TIMEOUT_S)
-    assert first.returncode == EXIT_INTERRUPTED, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "resume with: python -m jobs.sweep --resume --name ci" in first.stdout
+    # its own session, so that the Ray processes the dead driver leaves behind can be reaped
+    first = subprocess.Popen([sys.executable, "-m", "jobs.sweep", "--preset", "tiny", "--name", NAME,
+                              *sets], env=clean_env(**{CRASH_ENV: "1"}), cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        out, _ = first.communicate(timeout=TIMEOUT_S)
+    finally:
+        first.kill()
+        kill_session(first.pid)
+    assert first.returncode == EXIT_CRASHED, out[-5000:]
+    assert "resume with: python -m jobs.sweep --resume --name ci" in out
     record = SweepRecord.load(tmp_path / "sweeps" / NAME)
-    assert record.status == "interrupted"
+    assert record.status == "running"  # as the crash left it
     before = {r.data.tags[tracking.CELL_KEY_TAG]: r for r in _children(record)
               if r.info.status == "FINISHED"}
     assert 1 <= len(before) < len(record.cells)
