@@ -7,8 +7,8 @@
 
 Standalone it starts a local Ray; under `ray job submit` (RAY_ADDRESS set) it joins the cluster.
 It ends by printing the report table, where the report and the MLflow data are, and how to open
-the MLflow UI. Exit code: 0 when every cell finished, 130 when the sweep was interrupted
-(resume it with --resume), 2 for bad arguments.
+the MLflow UI. Exit code: 0 when every cell finished, 1 when a trial failed (its error is
+printed), 130 when the sweep was interrupted (continue it with --resume), 2 for bad arguments.
 """
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--set {changed[0]}: a resumed sweep continues with its saved config "
                              f"(only --set {WHERE}=... may be given, to find it)")
         cfg = apply_overrides(get_preset(args.preset), args.overrides)
-        from pipeline.sweep import EXIT_INTERRUPTED, run_sweep  # Ray only after the arguments are good
+        from pipeline.sweep import run_sweep  # Ray only after the arguments are good
 
         outcome = run_sweep(cfg, args.preset, name=args.name, resume=args.resume)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0 if outcome.complete else EXIT_INTERRUPTED
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

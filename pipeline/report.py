@@ -171,9 +171,9 @@ def to_markdown(rows: list[Row]) -> str:
             text = _fmt(r, col)
             cells.append(f"**{text}**" if r.best and col.metric == BEST_BY else text)
         lines.append("| " + " | ".join(cells) + " |")
-    seeds = sorted({r.n for r in rows if r.n})
+    seeds = ", ".join(map(str, sorted({r.n for r in rows if r.n}))) or "none"
     lines += ["", f"{sum(r.n for r in rows)} runs; mean ± sample std over seeds where a row has "
-              f"several (seeds per row: {', '.join(map(str, seeds))}); AP and oLRP ×100; "
+              f"several (seeds per row: {seeds}); AP and oLRP ×100; "
               f"bold: the best {header[1]} of each scale by mask AP; {MISSING}: no finished run; "
               f"{UNDEFINED}: undefined for this data (e.g. APL without large objects)."]
     return "\n".join(lines) + "\n"

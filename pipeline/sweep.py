@@ -49,6 +49,7 @@ CRASH_ENV = "MASKAWARE_SWEEP_CRASH_AFTER"
 EXIT_CRASHED = 75
 TUNE_DIR = "tune"
 EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
+EXIT_FAILED = 1  # some trial raised, even after Tune's retries
 
 
 @dataclass
@@ -56,6 +57,11 @@ class SweepOutcome:
     record: SweepRecord
     report: Report
     complete: bool
+    errors: dict[str, str]  # cell key -> error of the trials that failed (after Tune's retries)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.complete else EXIT_FAILED if self.errors else EXIT_INTERRUPTED
 
 
 # --- the trial driver (runs in a Ray worker) -----------------------------------------------------
@@ -89,6 +95,7 @@ def _numeric(metrics: dict) -> dict[str, float]:
 
 
 def _trial_name(trial) -> str:
+    """The cell key, for a Tune Trial or a Result (both carry the trial's config)."""
     return Cell(**trial.config["cell"]).key
 
 
@@ -143,12 +150,21 @@ def _parent_run(record: SweepRecord) -> tracking.RunLogger:
     return parent
 
 
-def _prepare_data(cfg: Config) -> None:
-    """Generate the built-in synthetic dataset once, here, rather than in racing trials."""
+def _prepare_data(cfg: Config, local: bool) -> None:
+    """Generate the built-in synthetic dataset once, here, rather than in racing trials; on this
+    machine, check a given dataset before any trial starts (on a cluster only workers may see it)."""
     if cfg.data.data_dir is None:
         from pipeline.synthetic import ensure_synthetic
 
         print(f"  synthetic data: {ensure_synthetic(cfg.data, progress=True)}")
+    elif local:
+        from pipeline.datasets import split_paths
+
+        for split in ("train", "val"):
+            json_path, _ = split_paths(cfg.data, split)
+            if not os.path.isfile(json_path):
+                raise ValueError(f"data.data_dir={cfg.data.data_dir!r}: the {split} annotations "
+                                 f"{json_path} do not exist")
 
 
 def _driver_slots(cfg: Config, local: bool) -> int:
@@ -196,14 +212,18 @@ def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tu
 
 def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool = False) -> SweepOutcome:
     """Run (or resume) a sweep to the end, write its report, print where everything is."""
+    local = not os.environ.get("RAY_ADDRESS")
+    if not resume:
+        grid_cells(cfg)  # a bad grid or dataset fails before the sweep exists
+        _prepare_data(cfg, local)
     record = open_record(cfg, preset, name=name, resume=resume)
     base = record.base_config()
     directory = sweep_dir(base, record.name)
-    local = not os.environ.get("RAY_ADDRESS")
     slots = _driver_slots(base, local)
     print(f"sweep {record.name}: {len(record.cells)} cells, up to {slots} at a time -> {directory}")
     print(f"  resume with: python -m jobs.sweep --resume --name {record.name}")
-    _prepare_data(base)
+    if resume:
+        _prepare_data(base, local)
     owns_ray = init_ray(object_store_bytes=base.sweep.object_store_mb * 2**20,
                         resources={DRIVER_RESOURCE: slots})
     try:
@@ -212,20 +232,26 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
         parent = _parent_run(record)
         record.parent_run_id, record.status = parent.run_id, "running"
         record.save(directory)
-        _tuner(record, directory, slots, resume).fit()
+        results = _tuner(record, directory, slots, resume).fit()
+        errors = {_trial_name(r): _one_line(r.error) for r in results if r.error is not None}
     finally:
         if owns_ray:
             ray.shutdown()
     report = build_report(record)
     complete = not report.missing
-    record.status = "finished" if complete else "interrupted"
+    record.status = "finished" if complete else "failed" if errors else "interrupted"
     record.save(directory)
-    parent.finish("FINISHED" if complete else "KILLED")
-    _print_summary(record, report, complete)
-    return SweepOutcome(record, report, complete)
+    parent.finish("FINISHED" if complete else "FAILED" if errors else "KILLED")
+    _print_summary(record, report, complete, errors)
+    return SweepOutcome(record, report, complete, errors)
 
 
-def _print_summary(record: SweepRecord, report: Report, complete: bool) -> None:
+def _one_line(error: BaseException) -> str:
+    lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+
+
+def _print_summary(record: SweepRecord, report: Report, complete: bool, errors: dict[str, str]) -> None:
     print("\n" + report.markdown)
     print(f"report: {report.directory} (table.md, table.csv, figures/)")
     uri = record.tracking_uri
@@ -235,6 +261,9 @@ def _print_summary(record: SweepRecord, report: Report, complete: bool) -> None:
               "  ->  http://127.0.0.1:5000")
     else:
         print(f"  open the UI: {uri}")
+    for key, error in errors.items():
+        print(f"trial {key} failed: {error} (its log: {sweep_dir(record.base_config(), record.name)}"
+              f"/{TUNE_DIR}/{key}/error.txt)")
     if not complete:
         print(f"incomplete: {len(report.missing)} of {len(record.cells)} cells have no finished run "
               f"({', '.join(report.missing)}); resume with: "
