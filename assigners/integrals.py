@@ -29,8 +29,7 @@ from torch import Tensor
 # A row prefix sum of a bool row fits int16 while the row is shorter than this.
 _INT16_ROW_LIMIT = 2**15
 # Signs of the corners I[y1,x1], I[y1,x2], I[y2,x1], I[y2,x2] in a box's pixel count.
-_SIGNS = (1.0, -1.0, -1.0, 1.0)
-_CORNER_SIGNS = {dt: torch.tensor(_SIGNS, dtype=dt) for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+_CORNER_SIGNS = (1.0, -1.0, -1.0, 1.0)
 
 
 def integral_image(masks: Tensor) -> Tensor:
@@ -113,7 +112,7 @@ class MaskIntegrals:
             size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(dev),
             total=data[last].to(torch.int64),
             image_size=(h, w),
-        )
+        ).prepared()
 
     @staticmethod
     def from_full(integral: Tensor) -> "MaskIntegrals":
@@ -132,7 +131,7 @@ class MaskIntegrals:
             size=torch.tensor([hp1 - 1, wp1 - 1], dtype=torch.int64, device=dev).expand(g, 2),
             total=integral[:, -1, -1].to(torch.int64),
             image_size=(hp1 - 1, wp1 - 1),
-        )
+        ).prepared()
 
     @staticmethod
     def from_regions(regions: list[Tensor], origins: list[tuple[int, int]], image_size: tuple[int, int],
@@ -153,7 +152,7 @@ class MaskIntegrals:
             size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(device),
             total=data[last].to(torch.int64),
             image_size=(int(image_size[0]), int(image_size[1])),
-        )
+        ).prepared()
 
     # --- plumbing ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -165,19 +164,38 @@ class MaskIntegrals:
 
     def to(self, device: torch.device | str) -> "MaskIntegrals":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(self, data=move(self.data), offset=move(self.offset), origin=move(self.origin),
-                       size=move(self.size), total=move(self.total), affine=move(self.affine),
-                       window=move(self.window))
+        moved = replace(self, data=move(self.data), offset=move(self.offset), origin=move(self.origin),
+                        size=move(self.size), total=move(self.total), affine=move(self.affine),
+                        window=move(self.window))
+        return self._carry(moved, per_instance=move, shared=move)
 
     def select(self, index: Tensor) -> "MaskIntegrals":
         """Keep the instances `index` (bool [G] or int64 [G']), sharing the buffer."""
-        return replace(self, offset=self.offset[index], origin=self.origin[index], size=self.size[index],
+        kept = replace(self, offset=self.offset[index], origin=self.origin[index], size=self.size[index],
                        total=self.total[index])
+        return self._carry(kept, per_instance=lambda t: t[index], shared=lambda t: t)
 
     def with_transform(self, affine: Tensor, window: Tensor) -> "MaskIntegrals":
         """Query boxes from another frame: x -> ax·x + bx, y -> ay·y + by; count inside `window`."""
-        return replace(self, affine=affine.to(self.device, torch.float32),
-                       window=window.to(self.device, torch.int64))
+        mapped = replace(self, affine=affine.to(self.device, torch.float32),
+                         window=window.to(self.device, torch.int64))
+        return self._carry(mapped, per_instance=lambda t: t, shared=lambda t: t)
+
+    def prepared(self) -> "MaskIntegrals":
+        """Build the lookup tables the counts use now (the constructors do it, in the data
+        workers), so that an assignment step does not; `to`, `select` and pickling keep them."""
+        self._geometry  # noqa: B018 (computes and caches)
+        self._signs(torch.float32)
+        self._signs(torch.float64)
+        return self
+
+    def _carry(self, other: "MaskIntegrals", per_instance, shared) -> "MaskIntegrals":
+        """Give `other` (the same instances, moved or selected) this one's cached tables."""
+        if "_geometry" in self.__dict__:
+            other.__dict__["_geometry"] = tuple(per_instance(t) for t in self.__dict__["_geometry"])
+        if "_signs_cache" in self.__dict__:
+            other.__dict__["_signs_cache"] = {k: shared(v) for k, v in self.__dict__["_signs_cache"].items()}
+        return other
 
     def full(self) -> Tensor:
         """The full-size integral images int32 [G, H+1, W+1] (tests and small images)."""
@@ -202,14 +220,28 @@ class MaskIntegrals:
             raise ValueError(f"boxes must be [K, 4] or [{g}, K, 4], got shape {tuple(boxes.shape)}")
         if boxes.device != self.device:
             raise ValueError(f"boxes are on {boxes.device} but the integrals on {self.device}")
+        return self._rect_sum(self._pixel_rects(boxes), dtype)
+
+    def count_pairs_as(self, instance: Tensor, boxes: Tensor, dtype: torch.dtype) -> Tensor:
+        """Mask pixels of instance[p] inside boxes[p]: int64 [P], float [P, 4] -> `dtype` [P]
+        (sparse pairs, e.g. only the GT–anchor pairs whose boxes overlap)."""
+        if boxes.dim() != 2 or boxes.shape[-1] != 4 or instance.shape != boxes.shape[:1]:
+            raise ValueError(f"boxes must be [P, 4] with instance [P], got shapes {tuple(boxes.shape)} and "
+                             f"{tuple(instance.shape)}")
+        if boxes.device != self.device or instance.device != self.device:
+            raise ValueError(f"boxes are on {boxes.device}, instance on {instance.device}, integrals on {self.device}")
+        return self._rect_sum(self._pixel_rects(boxes[:, None, :]), dtype, instance)[:, 0]  # [P]
+
+    def _pixel_rects(self, boxes: Tensor) -> Tensor:
+        """Query boxes [..., 4] -> whole-pixel rectangles (float) in this frame, window applied."""
         if self.affine is not None:
             boxes = self._map(boxes)
-        r = torch.round(boxes)  # [G, K, 4], half to even, as the official code
+        r = torch.round(boxes)  # half to even, as the official code
         if self.window is not None:  # count only inside the window (the region may be larger)
             lo = self.window[:2].repeat(2).to(torch.float64)  # [4] (x1, y1, x1, y1)
             hi = self.window[2:].repeat(2).to(torch.float64)  # [4] (x2, y2, x2, y2)
-            r = torch.maximum(torch.minimum(r, hi), lo)  # [G, K, 4]
-        return self._rect_sum(r, dtype)
+            r = torch.maximum(torch.minimum(r, hi), lo)
+        return r
 
     def areas(self) -> Tensor:
         """|M| per instance (int64 [G]): all its pixels, or those inside `window` when set."""
@@ -254,20 +286,30 @@ class MaskIntegrals:
         base = self.offset.to(f64)[:, None, None].expand(-1, 1, 4)  # [G, 1, 4]
         return origin4, size4, corners, base
 
-    def _rect_sum(self, r: Tensor, dtype: torch.dtype) -> Tensor:
+    def _rect_sum(self, r: Tensor, dtype: torch.dtype, instance: Tensor | None = None) -> Tensor:
         """Pixels in the half-open rectangles r = float [G, K, 4] (x1, y1, x2, y2) of whole pixel
-        coordinates -> `dtype` [G, K].
+        coordinates -> `dtype` [G, K]; with `instance` int64 [P], r is [P, K, 4], row p of
+        instance[p].
 
         Clamping each corner to its instance's region is also the clamp to the image (the region
         lies inside it, and no mask pixel lies outside the region), so one clamp does both. The
         index arithmetic is one batched matmul and the corner sum one matmul: few, contiguous ops.
         """
         origin4, size4, corners, base = self._geometry
+        if instance is not None:
+            origin4, size4, corners, base = origin4[instance], size4[instance], corners[instance], base[instance]
         local = (r - origin4).clamp_(min=0)  # [G, K, 4] float64 region coordinates
         torch.minimum(local, size4, out=local)
         index = torch.baddbmm(base, local, corners).long()  # [G, K, 4 corners]
         values = torch.take(self.data, index).to(dtype)  # [G, K, 4]
-        return values @ _CORNER_SIGNS[dtype].to(values.device)  # I[y2,x2] − I[y1,x2] − I[y2,x1] + I[y1,x1]
+        return values @ self._signs(dtype)  # I[y2,x2] − I[y1,x2] − I[y2,x1] + I[y1,x1]
+
+    def _signs(self, dtype: torch.dtype) -> Tensor:
+        """The corner signs as `dtype` [4] on this device, made once per instance and dtype."""
+        cache = self.__dict__.setdefault("_signs_cache", {})
+        if dtype not in cache:
+            cache[dtype] = torch.tensor(_CORNER_SIGNS, dtype=dtype, device=self.device)
+        return cache[dtype]
 
     def _lookup(self, y: Tensor, x: Tensor) -> Tensor:
         """I[g, y, x] for image coordinates y, x (int64 [G, K]) via each region's integral."""

@@ -96,7 +96,13 @@ def _mask_terms(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Ten
     inter = wh[..., 0] * wh[..., 1]  # [G, K]
     union = (area_gt + area_anc - inter).clamp_(min=EPS)  # [G, K]
     overlapping = inter / union > 0  # [G, K]: the official gate, box IoU > 0
-    cnt = mi.count_as(anc.expand(gt.shape[0], -1, -1), gt_boxes.dtype)  # [G, K]
+    if anchors.dim() == 2:
+        # Dense: count only the overlapping pairs (few per GT; the rest is gated to 0 anyway).
+        gi, ai = overlapping.nonzero(as_tuple=True)  # [P] each
+        cnt = torch.zeros(overlapping.shape, dtype=gt_boxes.dtype, device=gt_boxes.device)  # [G, A]
+        cnt[gi, ai] = mi.count_pairs_as(gi, anchors[ai], gt_boxes.dtype)
+    else:  # per-GT candidates: all of them, without a host sync
+        cnt = mi.count_as(anc, gt_boxes.dtype)  # [G, K]
     mask_area = mi.areas().to(gt_boxes.dtype)[:, None]  # [G, 1]
     if mi.affine is not None:  # counts are pixels of the integrals' frame: make them query areas
         cnt, mask_area = cnt / mi.area_scale(), mask_area / mi.area_scale()

@@ -5,8 +5,9 @@ import model/), draws G realistic instances (random star-shaped polygons of COCO
 rasterised at S×S) and times, per assigner, one call of `ASSIGNERS[name]` per image:
 - "masks": gt_masks given, the integral images are built inside the call;
 - "integrals": precomputed `MaskIntegrals` given (as the data pipeline provides them).
-It also times a brute-force maIoU (every anchor rasterised and its mask pixels counted, no
-integral image) over all anchors, the quantity the integral-image path replaces.
+It also times maIoU over all anchors two ways: "dense_maiou" (integral images, as the overlap
+function computes it) and "brute_maiou" (every anchor's pixel rectangle cut out of the masks and
+its pixels counted, no integral image), and checks the two agree bit for bit.
 Mask-free assigners (fixed_iou, atss_iou/giou/diou) ignore masks, so both paths are the same.
 Times are medians over --repeats calls after --warmup calls; CUDA calls are synchronised.
 """
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from assigners import ASSIGNERS, MaskIntegrals
-from assigners.overlaps import EPS, box_iou
+from assigners.overlaps import EPS, mask_aware_iou
 
 STRIDES = (8, 16, 32, 64, 128)
 YOLACT_CELLS_550 = (69, 35, 18, 9, 5)  # the fixed-IoU configs' grid (550-based strides at any S)
@@ -98,18 +99,21 @@ def polygon_instances(gen: torch.Generator, g: int, size: int) -> tuple[torch.Te
 def brute_maiou(gt: torch.Tensor, masks: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """maIoU [G, A] with |A∩M| counted pixel by pixel inside each (rounded, clipped) anchor."""
     h, w = masks.shape[1:]
+    pixels = masks.view(torch.uint8)  # summing bytes is faster than summing bools
     counts = torch.zeros((gt.shape[0], anchors.shape[0]), device=gt.device)
     for a, (x1, y1, x2, y2) in enumerate(torch.round(anchors).long().tolist()):
         x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
         if x2 > x1 and y2 > y1:
-            counts[:, a] = masks[:, y1:y2, x1:x2].sum((1, 2))
-    iou = box_iou(gt, anchors)
+            counts[:, a] = pixels[:, y1:y2, x1:x2].sum((1, 2), dtype=torch.int32)
+    lt = torch.maximum(gt[:, None, :2], anchors[None, :, :2])  # [G, A, 2]
+    rb = torch.minimum(gt[:, None, 2:], anchors[None, :, 2:])  # [G, A, 2]
+    wh = (rb - lt).clamp(min=0)  # [G, A, 2]
+    inter = wh[..., 0] * wh[..., 1]  # [G, A]
     area_b = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])  # [G]
     area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])  # [A]
-    inter = iou * (area_b[:, None] + area_a[None])  / (1 + iou)  # [G, A] from IoU = I/(Sa+Sb-I)
-    union = (area_b[:, None] + area_a[None] - inter).clamp(min=EPS)
+    union = (area_b[:, None] + area_a[None] - inter).clamp(min=EPS)  # [G, A]
     mob = masks.flatten(1).sum(1) / (area_b + EPS)  # [G]
-    return torch.where(iou > 0, counts / mob[:, None] / union, torch.zeros_like(counts))
+    return torch.where(inter / union > 0, counts / mob[:, None] / union, torch.zeros_like(counts))
 
 
 def median_time(fn, device: torch.device, repeats: int, warmup: int) -> float:
@@ -148,9 +152,13 @@ def run(size: int, gts: list[int], devices: list[str], repeats: int, warmup: int
                                     device, repeats, warmup)
                     rows.append(dict(device=device_name, grid=grid, G=g, method=name,
                                      path=path if name in MASK_AWARE else "-", ms=t * 1e3))
+            t = median_time(lambda: mask_aware_iou(gt, anchors, integrals), device, repeats, warmup)
+            rows.append(dict(device=device_name, grid=grid, G=g, method="dense_maiou", path="integrals", ms=t * 1e3))
             if brute:
-                t = median_time(lambda: brute_maiou(gt, masks, anchors), device, max(1, repeats // 10), 1)
-                rows.append(dict(device=device_name, grid=grid, G=g, method="brute_maiou", path="masks", ms=t * 1e3))
+                t = median_time(lambda: brute_maiou(gt, masks, anchors), device, max(1, repeats // 10), 0)
+                same = torch.equal(brute_maiou(gt, masks, anchors), mask_aware_iou(gt, anchors, integrals))
+                rows.append(dict(device=device_name, grid=grid, G=g, method="brute_maiou", path="masks",
+                                 ms=t * 1e3, same=same))
         rows.append(dict(device=device_name, grid="-", G=g, method="MaskIntegrals.from_masks", path="masks",
                          ms=median_time(lambda: MaskIntegrals.from_masks(masks), device, repeats, warmup) * 1e3))
     return rows
@@ -158,9 +166,9 @@ def run(size: int, gts: list[int], devices: list[str], repeats: int, warmup: int
 
 def table(rows: list[dict], gts: list[int]) -> str:
     """Markdown: one row per (device, grid, method, path), one column per G."""
+    order = list(ASSIGNERS) + ["dense_maiou", "brute_maiou"]
     keys = sorted({(r["device"], r["grid"], r["method"], r["path"]) for r in rows},
-                  key=lambda k: (k[0], k[1], k[2] == "brute_maiou", list(ASSIGNERS).index(k[2])
-                                 if k[2] in ASSIGNERS else 99, k[3]))
+                  key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else -1, k[3]))
     ms = {(r["device"], r["grid"], r["method"], r["path"], r["G"]): r["ms"] for r in rows}
     lines = ["| device | grid | method | path | " + " | ".join(f"G={g} (ms)" for g in gts) + " |",
              "|---|---|---|---|" + "---:|" * len(gts)]
@@ -172,7 +180,8 @@ def table(rows: list[dict], gts: list[int]) -> str:
 
 def summary(rows: list[dict]) -> str:
     ms = {(r["device"], r["grid"], r["method"], r["path"], r["G"]): r["ms"] for r in rows}
-    out = []
+    same = [r["same"] for r in rows if "same" in r]
+    out = [f"brute-force maIoU == integral-image maIoU (bit for bit) in {sum(same)}/{len(same)} cases"] if same else []
     for (dev, grid, method, path, g), t in sorted(ms.items()):
         if method == "atss_maiou" and grid == "atss":
             base = ms.get((dev, grid, "atss_iou", "-", g))
@@ -181,6 +190,11 @@ def summary(rows: list[dict]) -> str:
             if brute:
                 line += f"; brute-force maIoU / atss_maiou[{path}] = {brute / t:.0f}x"
             out.append(line)
+        if method == "dense_maiou":
+            brute = ms.get((dev, grid, "brute_maiou", "masks", g))
+            if brute:
+                out.append(f"{dev} G={g} {grid} grid: brute-force maIoU / integral-image maIoU, all anchors = "
+                           f"{brute / t:.0f}x")
     return "\n".join(out)
 
 
