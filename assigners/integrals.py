@@ -36,12 +36,15 @@ def integral_image(masks: Tensor) -> Tensor:
     """bool [G, H, W] -> int32 [G, H+1, W+1] with a leading zero row and column."""
     if masks.dim() != 3:
         raise ValueError(f"masks must be [G, H, W], got shape {tuple(masks.shape)}")
+    if masks.dtype != torch.bool:
+        raise ValueError(f"masks must be bool, got {masks.dtype} (shape {tuple(masks.shape)})")
     g, h, w = masks.shape
     out = torch.zeros((g, h + 1, w + 1), dtype=torch.int32, device=masks.device)
     # Row sums in int16 first (exact for rows < 2^15 pixels): half the memory traffic of int32.
     row_dtype = torch.int16 if w < _INT16_ROW_LIMIT else torch.int32
-    rows = masks.to(row_dtype).cumsum(2, dtype=row_dtype)  # [G, H, W]
-    torch.cumsum(rows, 1, dtype=torch.int32, out=out[:, 1:, 1:])
+    pixels = masks.view(torch.uint8)  # [G, H, W]
+    for i in range(g):  # a 2-D column cumsum per instance is ~2× faster than one over [G, H, W]
+        out[i, 1:, 1:] = pixels[i].cumsum(1, dtype=row_dtype).cumsum(0, dtype=torch.int32)
     return out
 
 
