@@ -2,11 +2,14 @@
 
 Two forms:
 - `integral_image(masks)` -> int32 [G, H+1, W+1], `I[g, y, x]` = mask pixels with row < y and
-  col < x (SPEC §2). Simple; for tests, small images and masks given at assignment time.
+  col < x (SPEC §2). Simple; for tests and small images.
 - `MaskIntegrals`: the compact per-image form. Each instance keeps only the integral image of
   the region that holds all its mask pixels, all of them in one flat int32 buffer, so a batch of
   instances costs O(Σ region area) instead of O(G·H·W) and a lookup is one vectorised gather.
   `MaskIntegrals.from_full(I)` wraps a full integral image without copying (region = image).
+  The constructors also build small per-instance lookup tables (`prepared()`), which `to`,
+  `select`, `with_transform` and pickling carry along, so that counting in the training step
+  is a handful of tensor ops.
 
 Counting follows the official maIoU code: box corners rounded half to even (`torch.round`),
 clamped to the image, and the half-open pixel rectangle [x1, x2) × [y1, y2) counted.
