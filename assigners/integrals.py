@@ -31,8 +31,10 @@ from torch import Tensor
 
 # A row prefix sum of a bool row fits int16 while the row is shorter than this.
 _INT16_ROW_LIMIT = 2**15
-# Signs of the corners I[y1,x1], I[y1,x2], I[y2,x1], I[y2,x2] in a box's pixel count.
+# The corners I[y1,x1], I[y1,x2], I[y2,x1], I[y2,x2] of a box: their signs in its pixel count,
+# and which rectangle coordinate (row: x1, y1, x2, y2) enters each corner's buffer index.
 _CORNER_SIGNS = (1.0, -1.0, -1.0, 1.0)
+_PICK = ((1, 0, 1, 0), (1, 1, 0, 0), (0, 1, 0, 1), (0, 0, 1, 1))
 
 
 def integral_image(masks: Tensor) -> Tensor:
@@ -108,17 +110,8 @@ class MaskIntegrals:
             row_dtype = torch.int16 if rw < _INT16_ROW_LIMIT else torch.int32
             region = data[starts[i]:starts[i] + lengths[i]].view(rh + 1, rw + 1)  # [h+1, w+1]
             region[1:, 1:] = pixels[i, a:b, c:d].cumsum(1, dtype=row_dtype).cumsum(0, dtype=torch.int32)
-        offset = torch.tensor(starts, dtype=torch.int64).to(dev)
-        last = offset + torch.tensor(lengths, dtype=torch.int64).to(dev) - 1  # [G] each region's I[h, w]
         origins = [(a, c) if rh else (0, 0) for (a, _, c, _), (rh, _) in zip(bounds, sizes)]
-        return MaskIntegrals(
-            data=data,
-            offset=offset,
-            origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(dev),
-            size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(dev),
-            total=data[last].to(torch.int64),
-            image_size=(h, w),
-        ).prepared()
+        return MaskIntegrals._assemble(data, origins, sizes, starts, (h, w))
 
     @staticmethod
     def from_full(integral: Tensor) -> "MaskIntegrals":
@@ -146,19 +139,30 @@ class MaskIntegrals:
         device = torch.device(device) if device is not None else (
             regions[0].device if regions else torch.device("cpu"))
         sizes = [(int(r.shape[0]) - 1, int(r.shape[1]) - 1) for r in regions]
-        lengths = torch.tensor([r.numel() for r in regions], dtype=torch.int64)
-        offset = torch.cumsum(lengths, 0) - lengths
+        starts = list(accumulate((r.numel() for r in regions), initial=0))[:-1]
         data = (torch.cat([r.reshape(-1).to(device, torch.int32) for r in regions]) if regions
                 else torch.zeros(0, dtype=torch.int32, device=device))
-        last = (offset + lengths - 1).to(device)  # [G] flat index of each region's I[h, w]
-        return MaskIntegrals(
-            data=data,
-            offset=offset.to(device),
-            origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(device),
-            size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(device),
-            total=data[last].to(torch.int64),
-            image_size=(int(image_size[0]), int(image_size[1])),
-        ).prepared()
+        return MaskIntegrals._assemble(data, [tuple(o) for o in origins], sizes, starts, image_size)
+
+    @staticmethod
+    def _assemble(data: Tensor, origins: list[tuple[int, int]], sizes: list[tuple[int, int]],
+                  starts: list[int], image_size: tuple[int, int]) -> "MaskIntegrals":
+        """The instance table and lookup tables from host-side region lists, in two transfers."""
+        dev = data.device
+        meta = torch.tensor([[y0, x0, rh, rw, st, st + (rh + 1) * (rw + 1) - 1]
+                             for (y0, x0), (rh, rw), st in zip(origins, sizes, starts)],
+                            dtype=torch.int64).reshape(-1, 6).to(dev)  # [G, 6]
+        out = MaskIntegrals(data=data, offset=meta[:, 4], origin=meta[:, 0:2], size=meta[:, 2:4],
+                            total=data[meta[:, 5]].to(torch.int64),
+                            image_size=(int(image_size[0]), int(image_size[1])))
+        rows = []
+        for (y0, x0), (rh, rw), st in zip(origins, sizes, starts):
+            corners = [c * k for row, k in zip(_PICK, (1, rw + 1, 1, rw + 1)) for c in row]
+            rows.append([x0, y0, x0, y0, rw, rh, rw, rh, *corners, st, st, st, st])
+        geo = torch.tensor(rows, dtype=torch.float64).reshape(-1, 28).to(dev)  # [G, 28]
+        out.__dict__["_geometry"] = (geo[:, None, 0:4], geo[:, None, 4:8],
+                                     geo[:, 8:24].view(-1, 4, 4), geo[:, None, 24:28])
+        return out.prepared()
 
     # --- plumbing ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -282,11 +286,7 @@ class MaskIntegrals:
         origin4 = yx0.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
         size4 = hw.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
         stride = hw[:, 1] + 1  # [G] row length of each region's integral
-        pick = torch.tensor([[1, 0, 1, 0],   # x1 -> corners (y1, x1), (y2, x1)
-                             [1, 1, 0, 0],   # y1 -> corners (y1, x1), (y1, x2)
-                             [0, 1, 0, 1],   # x2 -> corners (y1, x2), (y2, x2)
-                             [0, 0, 1, 1]],  # y2 -> corners (y2, x1), (y2, x2)
-                            dtype=f64, device=self.device)  # [4 coords, 4 corners]
+        pick = torch.tensor(_PICK, dtype=f64, device=self.device)  # [4 coords, 4 corners]
         scale = torch.stack([torch.ones_like(stride), stride, torch.ones_like(stride), stride], 1)  # [G, 4]
         corners = scale[:, :, None] * pick  # [G, 4, 4]
         base = self.offset.to(f64)[:, None, None].expand(-1, 1, 4)  # [G, 1, 4]
