@@ -36,10 +36,16 @@ class DataConfig:
     augment: bool = True
     min_box_size: float = 4.0
     skip_invalid: bool = False
+    # Decode every image while loading the annotations (catches truncated files up front; slow on
+    # COCO). Existence, format and size are always checked from the file header.
+    verify_images: bool = False
     # "loader": integral images of the augmented S×S masks built in the loader workers (official,
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
-    parquet_dir: str | None = None
+    parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
+    parquet_layout: str = "integral"  # "integral" | "rle"; see docs/benchmarks.md (data section)
+    parquet_images_per_shard: int = 64
+    precompute_workers: int = 2  # concurrent Ray Data tasks of jobs.precompute
     loader_workers: int = 1
 
 
@@ -60,6 +66,7 @@ class ModelConfig:
     scales_per_level: int = 1  # YOLACT++: 3
     dcn_interval: int = 0  # 0 = no deformable convs; YOLACT++ R101: 3; maYOLACT: 1
     dcn_stages: tuple[int, ...] = (3, 4, 5)
+    dcn_groups: int = 1  # deformable groups: 1 in YOLACT++, 4 in maYOLACT
     mask_rescoring: bool = False  # YOLACT++ fast mask re-scoring
     carafe: bool = False  # maYOLACT FPN upsampling
     sipmask: bool = False  # spatial coefficients per 2×2 box quadrant
@@ -97,6 +104,11 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint of ours to fine-tune from
     storage_path: str = "~/.cache/maskaware/runs"
     max_failures: int = 2
+    # Fault injection for the resume test: rank `crash_rank` exits hard right before iteration
+    # `crash_at_iter`, once per run (a marker file in the run's storage dir remembers it).
+    crash_at_iter: int | None = None
+    crash_rank: int = 0
+    find_unused_parameters: bool = False  # DDP; on when an option leaves parameters unused
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,9 @@ class EvalConfig:
     fps_warmup: int = 10
     fps_runs: int = 50
     overlays: int = 4
+    # (paper preset) mmdetection's segm results carry boxes, so pycocotools takes detection areas
+    # from boxes for the S/M/L split of mask AP; False uses mask areas (pycocotools' mask-only way).
+    segm_area_from_box: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,9 @@ class TrackingConfig:
     # None = a local sqlite store under ~/.cache/maskaware (or MLFLOW_TRACKING_URI when set).
     tracking_uri: str | None = None
     experiment: str = "maskaware"
+    # None: `<sqlite DB dir>/mlartifacts` for a sqlite store (MLflow's own default is ./mlruns
+    # relative to the CWD), the server's choice otherwise.
+    artifact_location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +295,7 @@ def _mayolact() -> Config:
     base = _paper()
     return replace(
         base,
-        model=replace(base.model, dcn_interval=1, carafe=True, anchor_grid="mayolact"),
+        model=replace(base.model, dcn_interval=1, dcn_groups=4, carafe=True, anchor_grid="mayolact"),
         train=replace(base.train, assigner="atss_maiou", lr=8e-3, schedule="cosine"),
         sweep=replace(base.sweep, scales=(550,), assigners=("atss_maiou",)),
     )

@@ -1,0 +1,97 @@
+"""Detections in original-image coordinates from the raw model output (SPEC §5 inference, mmdet test cfg).
+
+Steps, batched over images where the shapes allow:
+1. class probabilities = softmax(cls) without background; per level, the `nms_pre` anchors with the
+   highest foreground score are candidates (mmdet `nms_pre` is per level);
+2. decode their boxes; Fast NMS per class (IoU `nms_iou`, `nms_top_k` per class), keep scores >
+   `score_thr`, the best `max_per_img` overall (or greedy NMS with `fast_nms=False`);
+3. masks: sigmoid(P·c) at prototype resolution, cropped by the predicted box (padded by 1 proto
+   pixel), bilinearly resized to the original (h, w), thresholded at `mask_thr`;
+4. boxes scaled from the S×S input to (h, w) and clamped to the image.
+With a re-scoring net (YOLACT++) `mask_scores` = class score × predicted mask IoU; otherwise it
+equals `scores`.
+
+Output per image: dict(boxes float32 [N,4] xyxy original pixels, scores [N], labels int64 [N]
+(contiguous 0..C-1), masks bool [N,h,w], mask_scores [N]).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from model.box_coding import decode
+from model.masks import crop_region, mask_logits
+from model.nms import fast_nms, standard_nms
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Defaults of the official test config; `pipeline.config.EvalConfig` has the same fields."""
+    score_thr: float = 0.05
+    nms_pre: int = 1000
+    nms_iou: float = 0.5
+    nms_top_k: int = 200
+    max_per_img: int = 100
+    mask_thr: float = 0.5
+    fast_nms: bool = True
+
+
+def _candidates(scores: torch.Tensor, counts: list[int], nms_pre: int) -> torch.Tensor:
+    """Per level, the indices of the `nms_pre` anchors with the highest max score: [B, N]."""
+    best = scores.amax(dim=2)  # [B, A]
+    picks, start = [], 0
+    for n in counts:
+        k = min(nms_pre, n)
+        picks.append(best[:, start:start + n].topk(k, dim=1).indices + start)  # [B, k]
+        start += n
+    return torch.cat(picks, dim=1)
+
+
+def _masks(proto: torch.Tensor, coef: torch.Tensor, boxes: torch.Tensor, scale: torch.Tensor,
+           size: tuple[int, int], mask_thr: float, net, labels: torch.Tensor):
+    """Binary masks [N, h, w] at the original size and the predicted mask IoU [N] (or None)."""
+    Hp, Wp = proto.shape[-2:]
+    pboxes = boxes * scale  # [N, 4] proto pixels
+    soft = mask_logits(proto, coef, pboxes).sigmoid() * crop_region(pboxes, Hp, Wp)  # [N, Hp, Wp]
+    iou = None
+    if net is not None:
+        iou = net(soft[:, None]).gather(1, labels[:, None]).squeeze(1) if soft.shape[0] else soft.new_zeros(0)
+    if soft.shape[0] == 0:
+        return torch.zeros((0, *size), dtype=torch.bool, device=soft.device), iou
+    big = F.interpolate(soft[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # [N, h, w]
+    return big > mask_thr, iou
+
+
+@torch.no_grad()
+def postprocess(out: dict, orig_sizes: list[tuple[int, int]], params=None) -> list[dict]:
+    """Per-image detections; `params` is read by attribute (EvalConfig or `PostprocessParams`)."""
+    p = params or PostprocessParams()
+    B = out["cls"].shape[0]
+    if len(orig_sizes) != B:
+        raise ValueError(f"orig_sizes has {len(orig_sizes)} entries for a batch of {B}")
+    scores = out["cls"].float().softmax(dim=-1)[..., 1:]  # [B, A, C]
+    cand = _candidates(scores, out["num_anchors_per_level"], p.nms_pre)  # [B, N]
+    C = scores.shape[-1]
+    cand_scores = scores.gather(1, cand[..., None].expand(-1, -1, C))  # [B, N, C]
+    deltas = out["box"].float().gather(1, cand[..., None].expand(-1, -1, 4))  # [B, N, 4]
+    boxes = decode(deltas, out["anchors"].float()[cand])  # [B, N, 4] input pixels
+    nms_fn = fast_nms if p.fast_nms else standard_nms
+    kept = nms_fn(boxes, cand_scores, p.nms_iou, p.nms_top_k, p.score_thr, p.max_per_img)
+    proto = out["proto"].float()
+    S_h, S_w = out["image_size"]
+    Hp, Wp = proto.shape[-2:]
+    to_proto = proto.new_tensor([Wp / S_w, Hp / S_h, Wp / S_w, Hp / S_h])
+    results = []
+    for b, ((idx, labels, sc), (h, w)) in enumerate(zip(kept, orig_sizes)):
+        anchor_idx = cand[b, idx]  # [N]
+        coef = out["coef"][b, anchor_idx].float()
+        masks, iou = _masks(proto[b], coef, boxes[b, idx], to_proto, (int(h), int(w)), p.mask_thr,
+                            out.get("mask_iou_net"), labels)
+        to_orig = proto.new_tensor([w / S_w, h / S_h, w / S_w, h / S_h])
+        bx = boxes[b, idx] * to_orig
+        bx = torch.stack((bx[:, 0].clamp(0, w), bx[:, 1].clamp(0, h), bx[:, 2].clamp(0, w), bx[:, 3].clamp(0, h)), 1)
+        results.append({"boxes": bx, "scores": sc, "labels": labels.long(), "masks": masks,
+                        "mask_scores": sc * iou if iou is not None else sc.clone()})
+    return results
