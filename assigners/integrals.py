@@ -2,10 +2,11 @@
 
 Two forms:
 - `integral_image(masks)` -> int32 [G, H+1, W+1], `I[g, y, x]` = mask pixels with row < y and
-  col < x (SPEC §2). Simple; for tests and small images.
+  col < x (SPEC §2). Simple; for tests, small images and masks given at assignment time.
 - `MaskIntegrals`: the compact per-image form. Each instance keeps only the integral image of
   the region that holds all its mask pixels, all of them in one flat int32 buffer, so a batch of
   instances costs O(Σ region area) instead of O(G·H·W) and a lookup is one vectorised gather.
+  `MaskIntegrals.from_full(I)` wraps a full integral image without copying (region = image).
 
 Counting follows the official maIoU code: box corners rounded half to even (`torch.round`),
 clamped to the image, and the half-open pixel rectangle [x1, x2) × [y1, y2) counted.
@@ -13,14 +14,23 @@ clamped to the image, and the half-open pixel rectangle [x1, x2) × [y1, y2) cou
 A `MaskIntegrals` may also describe masks that live in another frame than the boxes it is asked
 about (the Parquet path: integrals of the original image, boxes in augmented network-input
 coordinates). `affine` maps query boxes to that frame before rounding and `window` restricts
-counting to the part of it that survived cropping.
+counting to the part of it that survived cropping; `area_scale()` converts pixel counts of that
+frame into areas of the query frame.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
+from itertools import accumulate
 
 import torch
 from torch import Tensor
+
+# A row prefix sum of a bool row fits int16 while the row is shorter than this.
+_INT16_ROW_LIMIT = 2**15
+# Signs of the corners I[y1,x1], I[y1,x2], I[y2,x1], I[y2,x2] in a box's pixel count.
+_SIGNS = (1.0, -1.0, -1.0, 1.0)
+_CORNER_SIGNS = {dt: torch.tensor(_SIGNS, dtype=dt) for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
 
 def integral_image(masks: Tensor) -> Tensor:
@@ -29,25 +39,19 @@ def integral_image(masks: Tensor) -> Tensor:
         raise ValueError(f"masks must be [G, H, W], got shape {tuple(masks.shape)}")
     g, h, w = masks.shape
     out = torch.zeros((g, h + 1, w + 1), dtype=torch.int32, device=masks.device)
-    out[:, 1:, 1:] = masks.to(torch.int32).cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
+    # Row sums in int16 first (exact for rows < 2^15 pixels): half the memory traffic of int32.
+    row_dtype = torch.int16 if w < _INT16_ROW_LIMIT else torch.int32
+    rows = masks.to(row_dtype).cumsum(2, dtype=row_dtype)  # [G, H, W]
+    torch.cumsum(rows, 1, dtype=torch.int32, out=out[:, 1:, 1:])
     return out
 
 
 def count_in_boxes_full(integral: Tensor, boxes: Tensor) -> Tensor:
     """Mask pixels of each instance inside each box, from full integral images.
 
-    integral int32 [G, H+1, W+1]; boxes float [G, K, 4] (per-instance boxes) -> int64 [G, K].
+    integral int [G, H+1, W+1]; boxes float [G, K, 4] (per-instance boxes) -> int64 [G, K].
     """
-    g, hp1, wp1 = integral.shape
-    r = torch.round(boxes).long()
-    x1, y1, x2, y2 = (r[..., 0].clamp(0, wp1 - 1), r[..., 1].clamp(0, hp1 - 1),
-                      r[..., 2].clamp(0, wp1 - 1), r[..., 3].clamp(0, hp1 - 1))
-    flat = integral.reshape(g, -1).long()  # [G, (H+1)(W+1)]
-
-    def at(y: Tensor, x: Tensor) -> Tensor:
-        return flat.gather(1, y * wp1 + x)  # [G, K]
-
-    return at(y2, x2) - at(y1, x2) - at(y2, x1) + at(y1, x1)
+    return MaskIntegrals.from_full(integral).count(boxes)
 
 
 @dataclass(frozen=True)
@@ -84,20 +88,51 @@ class MaskIntegrals:
         if masks.dtype != torch.bool:
             raise ValueError(f"masks must be bool, got {masks.dtype}")
         g, h, w = masks.shape
-        rows = masks.any(2)  # [G, H]
-        cols = masks.any(1)  # [G, W]
-        regions, origins = [], []
-        for i in range(g):
-            ys = torch.nonzero(rows[i]).flatten()
-            xs = torch.nonzero(cols[i]).flatten()
-            if ys.numel() == 0:
-                regions.append(torch.zeros((1, 1), dtype=torch.int32, device=masks.device))
-                origins.append((0, 0))
+        dev = masks.device
+        pixels = masks.view(torch.uint8)  # same layout as bool; uint8 max-reductions are fast
+        y0, y1 = _span(pixels.amax(2) > 0)  # [G] each: first row, one past the last row
+        x0, x1 = _span(pixels.amax(1) > 0)
+        bounds = torch.stack([y0, y1, x0, x1], 1).tolist()  # [G, 4]; the one host sync
+        sizes = [(max(b - a, 0), max(d - c, 0)) for a, b, c, d in bounds]
+        lengths = [(rh + 1) * (rw + 1) for rh, rw in sizes]
+        starts = list(accumulate(lengths, initial=0))[:-1]
+        data = torch.zeros(sum(lengths), dtype=torch.int32, device=dev)
+        for i, ((a, b, c, d), (rh, rw)) in enumerate(zip(bounds, sizes)):
+            if rh == 0:  # empty mask: a 1×1 zero region at the origin
                 continue
-            y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-            regions.append(integral_image(masks[i : i + 1, y0:y1, x0:x1])[0])
-            origins.append((y0, x0))
-        return MaskIntegrals.from_regions(regions, origins, (h, w), device=masks.device)
+            row_dtype = torch.int16 if rw < _INT16_ROW_LIMIT else torch.int32
+            region = data[starts[i]:starts[i] + lengths[i]].view(rh + 1, rw + 1)  # [h+1, w+1]
+            region[1:, 1:] = pixels[i, a:b, c:d].cumsum(1, dtype=row_dtype).cumsum(0, dtype=torch.int32)
+        offset = torch.tensor(starts, dtype=torch.int64).to(dev)
+        last = offset + torch.tensor(lengths, dtype=torch.int64).to(dev) - 1  # [G] each region's I[h, w]
+        origins = [(a, c) if rh else (0, 0) for (a, _, c, _), (rh, _) in zip(bounds, sizes)]
+        return MaskIntegrals(
+            data=data,
+            offset=offset,
+            origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(dev),
+            size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(dev),
+            total=data[last].to(torch.int64),
+            image_size=(h, w),
+        )
+
+    @staticmethod
+    def from_full(integral: Tensor) -> "MaskIntegrals":
+        """Wrap full integral images int [G, H+1, W+1] (region = whole image), without a copy."""
+        if integral.dim() != 3:
+            raise ValueError(f"integral must be [G, H+1, W+1], got shape {tuple(integral.shape)}")
+        if integral.dtype.is_floating_point or integral.dtype == torch.bool:
+            raise ValueError(f"integral must hold integer counts, got {integral.dtype}")
+        g, hp1, wp1 = integral.shape
+        dev = integral.device
+        data = integral.reshape(-1)  # [G·(H+1)·(W+1)]
+        return MaskIntegrals(
+            data=data,
+            offset=torch.arange(g, device=dev, dtype=torch.int64) * (hp1 * wp1),
+            origin=torch.zeros((g, 2), dtype=torch.int64, device=dev),
+            size=torch.tensor([hp1 - 1, wp1 - 1], dtype=torch.int64, device=dev).expand(g, 2),
+            total=integral[:, -1, -1].to(torch.int64),
+            image_size=(hp1 - 1, wp1 - 1),
+        )
 
     @staticmethod
     def from_regions(regions: list[Tensor], origins: list[tuple[int, int]], image_size: tuple[int, int],
@@ -108,15 +143,15 @@ class MaskIntegrals:
         sizes = [(int(r.shape[0]) - 1, int(r.shape[1]) - 1) for r in regions]
         lengths = torch.tensor([r.numel() for r in regions], dtype=torch.int64)
         offset = torch.cumsum(lengths, 0) - lengths
-        data = (torch.cat([r.reshape(-1).to(torch.int32) for r in regions]) if regions
-                else torch.zeros(0, dtype=torch.int32))
-        total = torch.tensor([int(r[-1, -1]) for r in regions], dtype=torch.int64)
+        data = (torch.cat([r.reshape(-1).to(device, torch.int32) for r in regions]) if regions
+                else torch.zeros(0, dtype=torch.int32, device=device))
+        last = (offset + lengths - 1).to(device)  # [G] flat index of each region's I[h, w]
         return MaskIntegrals(
-            data=data.to(device),
+            data=data,
             offset=offset.to(device),
             origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(device),
             size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(device),
-            total=total.to(device),
+            total=data[last].to(torch.int64),
             image_size=(int(image_size[0]), int(image_size[1])),
         )
 
@@ -155,6 +190,11 @@ class MaskIntegrals:
     # --- queries ----------------------------------------------------------------------------
     def count(self, boxes: Tensor) -> Tensor:
         """Mask pixels of instance g inside box k: boxes float [K, 4] or [G, K, 4] -> int64 [G, K]."""
+        return self.count_as(boxes, torch.float64).long()
+
+    def count_as(self, boxes: Tensor, dtype: torch.dtype) -> Tensor:
+        """`count` as floating `dtype` [G, K] (what the overlaps divide with); exact while the
+        counts fit the dtype's integers (float32: frames under 2^24 pixels)."""
         g = len(self)
         if boxes.dim() == 2:
             boxes = boxes.unsqueeze(0).expand(g, -1, -1)  # [G, K, 4]
@@ -164,12 +204,12 @@ class MaskIntegrals:
             raise ValueError(f"boxes are on {boxes.device} but the integrals on {self.device}")
         if self.affine is not None:
             boxes = self._map(boxes)
-        r = torch.round(boxes).long()  # half to even, as the official code
-        lo_x, lo_y, hi_x, hi_y = self._bounds()
-        x1, x2 = r[..., 0].clamp(lo_x, hi_x), r[..., 2].clamp(lo_x, hi_x)  # [G, K]
-        y1, y2 = r[..., 1].clamp(lo_y, hi_y), r[..., 3].clamp(lo_y, hi_y)
-        return (self._lookup(y2, x2) - self._lookup(y1, x2) - self._lookup(y2, x1)
-                + self._lookup(y1, x1))
+        r = torch.round(boxes)  # [G, K, 4], half to even, as the official code
+        if self.window is not None:  # count only inside the window (the region may be larger)
+            lo = self.window[:2].repeat(2).to(torch.float64)  # [4] (x1, y1, x1, y1)
+            hi = self.window[2:].repeat(2).to(torch.float64)  # [4] (x2, y2, x2, y2)
+            r = torch.maximum(torch.minimum(r, hi), lo)  # [G, K, 4]
+        return self._rect_sum(r, dtype)
 
     def areas(self) -> Tensor:
         """|M| per instance (int64 [G]): all its pixels, or those inside `window` when set."""
@@ -179,20 +219,55 @@ class MaskIntegrals:
         saved = replace(self, affine=None)
         return saved.count(win)[:, 0]
 
-    # --- internals --------------------------------------------------------------------------
-    def _bounds(self) -> tuple[int, int, int, int]:
-        if self.window is None:
-            h, w = self.image_size
-            return 0, 0, w, h
-        x1, y1, x2, y2 = (int(v) for v in self.window.tolist())
-        return x1, y1, x2, y2
+    def area_scale(self) -> float | Tensor:
+        """Pixels of this frame per unit area of the query frame (|ax·ay|; 1 without `affine`)."""
+        if self.affine is None:
+            return 1.0
+        return (self.affine[0] * self.affine[2]).abs()
 
+    # --- internals --------------------------------------------------------------------------
     def _map(self, boxes: Tensor) -> Tensor:
         ax, bx, ay, by = self.affine.unbind(0)
         xa, xb = boxes[..., 0] * ax + bx, boxes[..., 2] * ax + bx
         ya, yb = boxes[..., 1] * ay + by, boxes[..., 3] * ay + by
         return torch.stack([torch.minimum(xa, xb), torch.minimum(ya, yb),
                             torch.maximum(xa, xb), torch.maximum(ya, yb)], dim=-1)  # [G, K, 4]
+
+    @cached_property
+    def _geometry(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-instance region geometry for `_rect_sum`, float64 (exact integers up to 2^53):
+        origin (x0, y0, x0, y0) [G, 1, 4]; size (w, h, w, h) [G, 1, 4]; `corners` [G, 4, 4] and
+        `base` [G, 1, 4] such that local (x1, y1, x2, y2) @ corners + base is the buffer index of
+        I[y1, x1], I[y1, x2], I[y2, x1], I[y2, x2]."""
+        f64 = torch.float64
+        yx0, hw = self.origin.to(f64), self.size.to(f64)  # [G, 2] each
+        origin4 = yx0.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
+        size4 = hw.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
+        stride = hw[:, 1] + 1  # [G] row length of each region's integral
+        pick = torch.tensor([[1, 0, 1, 0],   # x1 -> corners (y1, x1), (y2, x1)
+                             [1, 1, 0, 0],   # y1 -> corners (y1, x1), (y1, x2)
+                             [0, 1, 0, 1],   # x2 -> corners (y1, x2), (y2, x2)
+                             [0, 0, 1, 1]],  # y2 -> corners (y2, x1), (y2, x2)
+                            dtype=f64, device=self.device)  # [4 coords, 4 corners]
+        scale = torch.stack([torch.ones_like(stride), stride, torch.ones_like(stride), stride], 1)  # [G, 4]
+        corners = scale[:, :, None] * pick  # [G, 4, 4]
+        base = self.offset.to(f64)[:, None, None].expand(-1, 1, 4)  # [G, 1, 4]
+        return origin4, size4, corners, base
+
+    def _rect_sum(self, r: Tensor, dtype: torch.dtype) -> Tensor:
+        """Pixels in the half-open rectangles r = float [G, K, 4] (x1, y1, x2, y2) of whole pixel
+        coordinates -> `dtype` [G, K].
+
+        Clamping each corner to its instance's region is also the clamp to the image (the region
+        lies inside it, and no mask pixel lies outside the region), so one clamp does both. The
+        index arithmetic is one batched matmul and the corner sum one matmul: few, contiguous ops.
+        """
+        origin4, size4, corners, base = self._geometry
+        local = (r - origin4).clamp_(min=0)  # [G, K, 4] float64 region coordinates
+        torch.minimum(local, size4, out=local)
+        index = torch.baddbmm(base, local, corners).long()  # [G, K, 4 corners]
+        values = torch.take(self.data, index).to(dtype)  # [G, K, 4]
+        return values @ _CORNER_SIGNS[dtype].to(values.device)  # I[y2,x2] − I[y1,x2] − I[y2,x1] + I[y1,x1]
 
     def _lookup(self, y: Tensor, x: Tensor) -> Tensor:
         """I[g, y, x] for image coordinates y, x (int64 [G, K]) via each region's integral."""
@@ -202,3 +277,21 @@ class MaskIntegrals:
         lx = torch.minimum((x - x0).clamp(min=0), w)
         idx = self.offset[:, None] + ly * (w + 1) + lx  # [G, K]
         return self.data[idx].long()
+
+
+def _span(occupied: Tensor) -> tuple[Tensor, Tensor]:
+    """bool [G, L] -> (first occupied index, one past the last) int64 [G]; (L, 0) when none."""
+    n = occupied.shape[1]
+    pos = torch.arange(n, device=occupied.device)  # [L]
+    first = torch.where(occupied, pos, n).amin(1) if n else occupied.new_zeros(occupied.shape[0], dtype=torch.int64)
+    last = torch.where(occupied, pos + 1, 0).amax(1) if n else first
+    return first, last
+
+
+def as_mask_integrals(integral: "MaskIntegrals | Tensor") -> "MaskIntegrals":
+    """Either accepted form (MaskIntegrals, or full int [G, H+1, W+1]) as a MaskIntegrals."""
+    if isinstance(integral, MaskIntegrals):
+        return integral
+    if isinstance(integral, Tensor):
+        return MaskIntegrals.from_full(integral)
+    raise ValueError(f"integral must be a MaskIntegrals or an int tensor [G, H+1, W+1], got {type(integral).__name__}")

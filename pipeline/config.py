@@ -36,10 +36,16 @@ class DataConfig:
     augment: bool = True
     min_box_size: float = 4.0
     skip_invalid: bool = False
+    # Decode every image while loading the annotations (catches truncated files up front; slow on
+    # COCO). Existence, format and size are always checked from the file header.
+    verify_images: bool = False
     # "loader": integral images of the augmented S×S masks built in the loader workers (official,
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
-    parquet_dir: str | None = None
+    parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
+    parquet_layout: str = "integral"  # "integral" | "rle"; see docs/benchmarks.md (data section)
+    parquet_images_per_shard: int = 64
+    precompute_workers: int = 2  # concurrent Ray Data tasks of jobs.precompute
     loader_workers: int = 1
 
 
@@ -113,6 +119,9 @@ class EvalConfig:
     fps_warmup: int = 10
     fps_runs: int = 50
     overlays: int = 4
+    # (paper preset) mmdetection's segm results carry boxes, so pycocotools takes detection areas
+    # from boxes for the S/M/L split of mask AP; False uses mask areas (pycocotools' mask-only way).
+    segm_area_from_box: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,413 @@
+"""COCO-format datasets: read, validate, and map category ids to contiguous labels and back.
+
+`load_coco(json_path, image_root)` returns a `CocoDataset`:
+- `records`: one `ImageRecord` per valid image, images without annotations included (they are
+  needed for evaluation; the training dataset leaves them out). A record holds the image's
+  non-crowd instances: `labels` int64 [G] (contiguous 0..C-1), `boxes` float32 [G,4] xyxy
+  absolute pixels (the annotation's bbox), the raw COCO `segmentations` (polygons, RLE or
+  uncompressed RLE; decoded lazily by `instance_rles` / `decode_masks`) and `ann_ids`.
+- `coco`: a pycocotools `COCO` built from the cleaned annotations, crowd regions included
+  (COCOeval treats them as ignore regions), for evaluation. Results are written with the
+  original category ids: `label_to_category[label]`.
+- `report`: what was dropped, per kind, and what was renumbered.
+
+Real-world traps handled here:
+- Annotation ids must be >= 1: COCOeval stores the matched GT id per detection and reads 0 as
+  "unmatched", so a GT with id 0 can never be a true positive (ground truth scored as
+  detections gives AP 0.949 instead of 1.0 on labelme's example set). Any id <= 0 makes us
+  renumber every annotation 1..N in file order. Image and category ids are kept as they are.
+- Categories named like a background (`_background_`, ...) are not object classes: dropped.
+- Crowd annotations are not ground truths (mmdetection's `gt_bboxes_ignore`, never collected).
+
+Validation: every problem is a `ValueError` naming the file and the record (image id / file,
+annotation id). With `skip_invalid=True` the bad record is dropped instead (an image takes its
+annotations with it; a bad annotation leaves the rest of its image) and `report.dropped` counts
+them per kind (the `KIND_*` names below). A broken JSON file is always an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+BACKGROUND_CATEGORY_NAMES = frozenset({"_background_", "__background__", "background", "__ignore__"})
+# COCO's boxes come from float polygons and may overshoot the border by a fraction of a pixel.
+BOX_TOLERANCE = 1.0
+MIN_POLYGON_POINTS = 3
+# How many problems an error message lists before summarising the rest.
+MAX_LISTED_PROBLEMS = 5
+
+KIND_BAD_RECORD = "bad_record"  # a required field is missing or has the wrong type
+KIND_DUPLICATE_IMAGE_ID = "duplicate_image_id"
+KIND_MISSING_FILE = "missing_file"
+KIND_UNREADABLE_IMAGE = "unreadable_image"  # not an image, or truncated (verify_images)
+KIND_IMAGE_SIZE = "image_size"  # the file's size disagrees with the JSON's height/width
+KIND_DUPLICATE_ANNOTATION_ID = "duplicate_annotation_id"
+KIND_UNKNOWN_IMAGE = "unknown_image"
+KIND_UNKNOWN_CATEGORY = "unknown_category"
+KIND_NAN_COORDS = "nan_coords"
+KIND_BOX_SIZE = "box_size"  # non-positive width or height
+KIND_BOX_OUTSIDE = "box_outside"
+KIND_POLYGON = "polygon"  # fewer than 3 points, or an odd number of coordinates
+KIND_MASK_SIZE = "mask_size"  # RLE size disagrees with the image
+KIND_BAD_SEGMENTATION = "bad_segmentation"  # RLE counts that pycocotools cannot read
+# Not errors, counted apart: annotations of a background category are simply not objects, and
+# annotations of a dropped image go with it.
+KIND_BACKGROUND_ANNOTATION = "background_annotation"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image and its non-crowd instances (G of them, in annotation-file order)."""
+
+    image_id: int
+    path: str
+    height: int
+    width: int
+    ann_ids: np.ndarray  # int64 [G], ids in `CocoDataset.coco` (renumbered when needed)
+    labels: np.ndarray  # int64 [G], contiguous 0..C-1
+    boxes: np.ndarray  # float32 [G, 4], xyxy absolute pixels
+    segmentations: tuple  # G raw COCO segmentations
+
+    def __len__(self) -> int:
+        return len(self.ann_ids)
+
+
+def instance_rles(record: ImageRecord) -> list[dict]:
+    """Compressed RLEs (pycocotools form, `counts` bytes), one per instance of `record`."""
+    h, w = record.height, record.width
+    return [_to_rle(seg, h, w) for seg in record.segmentations]
+
+
+def _to_rle(seg, h: int, w: int) -> dict:
+    if isinstance(seg, list):  # polygons: one object may have several parts
+        return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+    if isinstance(seg["counts"], list):  # uncompressed RLE
+        return mask_utils.frPyObjects(seg, h, w)
+    counts = seg["counts"]
+    return {"size": list(seg["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+
+
+def decode_masks(record: ImageRecord) -> np.ndarray:
+    """bool [G, H, W] masks of the record's instances."""
+    if len(record) == 0:
+        return np.zeros((0, record.height, record.width), dtype=bool)
+    stacked = mask_utils.decode(instance_rles(record))  # uint8 [H, W, G]
+    return np.ascontiguousarray(stacked.transpose(2, 0, 1)).astype(bool)
+
+
+def load_image(path: str, image_id: int | None = None) -> np.ndarray:
+    """RGB uint8 [H, W, 3]; a missing, unreadable or truncated file is a ValueError naming it."""
+    where = f"image {path}" + ("" if image_id is None else f" (image id={image_id})")
+    if not os.path.exists(path):
+        raise ValueError(f"{where}: file not found")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{where}: cannot decode ({e})") from None
+
+
+@dataclass
+class ValidationReport:
+    dropped: Counter = field(default_factory=Counter)  # problem kind -> records dropped
+    annotations_of_dropped_images: int = 0
+    renumbered_annotation_ids: bool = False
+    background_categories: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.dropped.items())]
+        text = "dropped: " + (", ".join(parts) if parts else "nothing")
+        if self.annotations_of_dropped_images:
+            text += f" (+{self.annotations_of_dropped_images} annotations of dropped images)"
+        if self.renumbered_annotation_ids:
+            text += "; annotation ids renumbered from 1"
+        if self.background_categories:
+            text += f"; background categories ignored: {self.background_categories}"
+        return text
+
+
+@dataclass
+class CocoDataset:
+    json_path: str
+    image_root: str
+    records: list[ImageRecord]
+    categories: list[dict]  # kept categories in label order: {"id", "name", ...}
+    coco: COCO
+    report: ValidationReport
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def category_names(self) -> list[str]:
+        return [c["name"] for c in self.categories]
+
+    @property
+    def label_to_category(self) -> list[int]:
+        return [int(c["id"]) for c in self.categories]
+
+    @property
+    def category_to_label(self) -> dict[int, int]:
+        return {int(c["id"]): i for i, c in enumerate(self.categories)}
+
+    def to_category_ids(self, labels) -> np.ndarray:
+        """Contiguous labels [N] -> the dataset's original category ids [N] (for results)."""
+        table = np.asarray(self.label_to_category, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(table)):
+            raise ValueError(f"labels must lie in 0..{len(table) - 1}, got {labels.min()}..{labels.max()}")
+        return table[labels]
+
+
+class _Problems:
+    """Collects (kind, message) pairs; raises them together unless skipping."""
+
+    def __init__(self, json_path: str):
+        self.json_path = json_path
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, kind: str, message: str) -> None:
+        self.items.append((kind, f"{self.json_path}: {message}"))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        listed = "\n  ".join(m for _, m in self.items[:MAX_LISTED_PROBLEMS])
+        more = len(self.items) - MAX_LISTED_PROBLEMS
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise ValueError(f"invalid COCO dataset ({len(self.items)} problems; data.skip_invalid=true "
+                         f"drops such records):\n  {listed}{tail}")
+
+
+def read_json(json_path: str) -> dict:
+    if not os.path.exists(json_path):
+        raise ValueError(f"{json_path}: annotation file not found")
+    try:
+        with open(json_path, "rb") as f:
+            data = json.loads(f.read())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_path}: broken JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{json_path}: broken JSON: not UTF-8 ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("categories"), list):
+        raise ValueError(f"{json_path}: not a COCO annotation file (needs 'images' and 'categories' lists)")
+    if not isinstance(data.get("annotations", []), list):
+        raise ValueError(f"{json_path}: 'annotations' must be a list")
+    return data
+
+
+def load_coco(json_path: str, image_root: str, *, skip_invalid: bool = False,
+              verify_images: bool = False) -> CocoDataset:
+    """Read and validate a COCO-format instance-segmentation dataset.
+
+    Image files are always opened to check they exist, are images and have the size the JSON
+    says; `verify_images` also decodes every pixel (catches truncated files; slow on COCO).
+    """
+    data = read_json(json_path)
+    problems = _Problems(json_path)
+    categories, background_ids = _categories(data["categories"], json_path)
+    images, dropped_ids = _valid_images(data["images"], image_root, verify_images, problems)
+    anns, with_images, background = _valid_annotations(
+        data.get("annotations", []), images, dropped_ids, categories, background_ids, problems)
+    report = ValidationReport(background_categories=sorted(
+        c["name"] for c in data["categories"] if c.get("id") in background_ids),
+        annotations_of_dropped_images=with_images)
+    report.dropped.update(k for k, _ in problems.items)
+    if not skip_invalid:
+        problems.raise_if_any()
+    if background:
+        report.dropped[KIND_BACKGROUND_ANNOTATION] += background
+    if any(a["id"] <= 0 for a in anns):
+        report.renumbered_annotation_ids = True
+        anns = [dict(a, id=i + 1) for i, a in enumerate(anns)]
+    kept = sorted(categories.values(), key=lambda c: c["id"])
+    cat_to_label = {c["id"]: i for i, c in enumerate(kept)}
+    clean = {"images": list(images.values()), "annotations": anns, "categories": kept}
+    for key in ("info", "licenses"):
+        if key in data:
+            clean[key] = data[key]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco = COCO()
+        coco.dataset = clean
+        coco.createIndex()
+    records = _records(images, anns, cat_to_label, image_root)
+    return CocoDataset(json_path=json_path, image_root=image_root, records=records,
+                       categories=kept, coco=coco, report=report)
+
+
+def _categories(raw: list, json_path: str) -> tuple[dict[int, dict], set[int]]:
+    categories, background, seen = {}, set(), set()
+    for c in raw:
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
+            raise ValueError(f"{json_path}: category {c!r} needs an integer 'id' and a 'name'")
+        if c["id"] in seen:
+            raise ValueError(f"{json_path}: duplicate category id={c['id']}")
+        seen.add(c["id"])
+        if str(c["name"]).strip().lower() in BACKGROUND_CATEGORY_NAMES:
+            background.add(c["id"])
+        else:
+            categories[c["id"]] = c
+    return categories, background
+
+
+def _valid_images(raw: list, image_root: str, verify: bool,
+                  problems: _Problems) -> tuple[dict[int, dict], set]:
+    """Valid images by id, and the ids of the dropped ones (their annotations go with them)."""
+    counts = Counter(im.get("id") for im in raw if isinstance(im, dict))
+    images: dict[int, dict] = {}
+    dropped = set()
+    for im in raw:
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int) \
+                or not isinstance(im.get("file_name"), str) \
+                or not all(isinstance(im.get(k), int) and im[k] > 0 for k in ("height", "width")):
+            problems.add(KIND_BAD_RECORD, f"image {_short(im)}: needs integer 'id', 'file_name' and "
+                                          "positive integer 'height' and 'width'")
+            continue
+        where = f"image id={im['id']} file {im['file_name']}"
+        if counts[im["id"]] > 1:
+            problems.add(KIND_DUPLICATE_IMAGE_ID, f"{where}: image id {im['id']} appears {counts[im['id']]} times")
+            dropped.add(im["id"])
+            continue
+        kind, message = _check_image_file(os.path.join(image_root, im["file_name"]), im, verify)
+        if kind is not None:
+            problems.add(kind, f"{where}: {message}")
+            dropped.add(im["id"])
+            continue
+        images[im["id"]] = im
+    return images, dropped
+
+
+def _check_image_file(path: str, im: dict, verify: bool) -> tuple[str | None, str]:
+    if not os.path.exists(path):
+        return KIND_MISSING_FILE, f"file not found at {path}"
+    try:
+        with Image.open(path) as f:
+            size = f.size
+            if verify:
+                f.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return KIND_UNREADABLE_IMAGE, f"cannot decode {path} ({e})"
+    if size != (im["width"], im["height"]):
+        return KIND_IMAGE_SIZE, (f"file is {size[0]}x{size[1]} (w x h) but the JSON says "
+                                 f"{im['width']}x{im['height']}")
+    return None, ""
+
+
+def _valid_annotations(raw: list, images: dict[int, dict], dropped_images: set, categories: dict[int, dict],
+                       background_ids: set[int], problems: _Problems) -> tuple[list[dict], int, int]:
+    """Valid annotations, and how many went with a dropped image or were of a background class."""
+    counts = Counter(a.get("id") for a in raw if isinstance(a, dict))
+    anns = []
+    with_images = background = 0
+    for a in raw:
+        if not isinstance(a, dict) or not isinstance(a.get("id"), int) \
+                or not isinstance(a.get("image_id"), int) or not isinstance(a.get("category_id"), int) \
+                or not isinstance(a.get("segmentation"), (list, dict)):
+            problems.add(KIND_BAD_RECORD, f"annotation {_short(a)}: needs integer 'id', 'image_id', "
+                                          "'category_id' and a 'segmentation'")
+            continue
+        if a["category_id"] in background_ids:
+            background += 1
+            continue
+        if a["image_id"] in dropped_images:
+            with_images += 1
+            continue
+        where = f"annotation id={a['id']} (image id={a['image_id']})"
+        if counts[a["id"]] > 1:
+            problems.add(KIND_DUPLICATE_ANNOTATION_ID, f"{where}: annotation id {a['id']} appears "
+                                                       f"{counts[a['id']]} times")
+            continue
+        if a["category_id"] not in categories:
+            problems.add(KIND_UNKNOWN_CATEGORY, f"{where}: unknown category id {a['category_id']}")
+            continue
+        im = images.get(a["image_id"])
+        if im is None:
+            problems.add(KIND_UNKNOWN_IMAGE, f"{where}: no valid image with id {a['image_id']}")
+            continue
+        kind, message = _check_annotation(a, im["height"], im["width"])
+        if kind is not None:
+            problems.add(kind, f"{where}: {message}")
+            continue
+        anns.append(_completed(a, im["height"], im["width"]))
+    return anns, with_images, background
+
+
+def _check_annotation(a: dict, h: int, w: int) -> tuple[str | None, str]:
+    seg = a["segmentation"]
+    if isinstance(seg, list):
+        if not seg:
+            return KIND_POLYGON, "empty polygon list"
+        for i, poly in enumerate(seg):
+            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
+                return KIND_BAD_SEGMENTATION, f"polygon {i} is not a list of numbers"
+            if not np.isfinite(np.asarray(poly, dtype=np.float64)).all():
+                return KIND_NAN_COORDS, f"polygon {i} has NaN or infinite coordinates"
+            if len(poly) % 2 or len(poly) < 2 * MIN_POLYGON_POINTS:
+                return KIND_POLYGON, (f"polygon {i} has {len(poly)} coordinates ({len(poly) // 2} points); "
+                                      f"a polygon needs at least {MIN_POLYGON_POINTS} points (x, y pairs)")
+    else:
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2) or not isinstance(counts, (str, list)):
+            return KIND_BAD_SEGMENTATION, "RLE needs 'size' [h, w] and 'counts'"
+        if list(size) != [h, w]:
+            return KIND_MASK_SIZE, f"mask size {size[0]}x{size[1]} (h x w) disagrees with the image {h}x{w}"
+        if isinstance(counts, list) and sum(counts) != h * w:
+            return KIND_BAD_SEGMENTATION, f"uncompressed RLE counts sum to {sum(counts)}, not h*w = {h * w}"
+    if "bbox" in a:
+        box = a["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            return KIND_BAD_RECORD, f"bbox {box!r} is not [x, y, w, h]"
+        if not all(math.isfinite(v) for v in box):
+            return KIND_NAN_COORDS, f"bbox {box} has NaN or infinite coordinates"
+        x, y, bw, bh = box
+        if bw <= 0 or bh <= 0:
+            return KIND_BOX_SIZE, f"bbox {box} has non-positive width or height"
+        if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + bw > w + BOX_TOLERANCE or y + bh > h + BOX_TOLERANCE:
+            return KIND_BOX_OUTSIDE, f"bbox {box} (x, y, w, h) lies outside the {w}x{h} image"
+    return None, ""
+
+
+def _completed(a: dict, h: int, w: int) -> dict:
+    """The annotation with `bbox`, `area` and `iscrowd` filled in when the file left them out."""
+    if "bbox" in a and "area" in a and "iscrowd" in a:
+        return a
+    rle = _to_rle(a["segmentation"], h, w)
+    return dict(a, bbox=a.get("bbox", [float(v) for v in mask_utils.toBbox(rle)]),
+                area=a.get("area", float(mask_utils.area(rle))), iscrowd=a.get("iscrowd", 0))
+
+
+def _records(images: dict[int, dict], anns: list[dict], cat_to_label: dict[int, int],
+             image_root: str) -> list[ImageRecord]:
+    per_image: dict[int, list[dict]] = {i: [] for i in images}
+    for a in anns:
+        if not a.get("iscrowd", 0):
+            per_image[a["image_id"]].append(a)
+    records = []
+    for image_id, im in images.items():
+        items = per_image[image_id]
+        boxes = np.array([a["bbox"] for a in items], dtype=np.float32).reshape(-1, 4)  # [G, 4] xywh
+        boxes[:, 2:] += boxes[:, :2]  # -> xyxy
+        records.append(ImageRecord(
+            image_id=image_id, path=os.path.join(image_root, im["file_name"]),
+            height=im["height"], width=im["width"],
+            ann_ids=np.array([a["id"] for a in items], dtype=np.int64),
+            labels=np.array([cat_to_label[a["category_id"]] for a in items], dtype=np.int64),
+            boxes=boxes, segmentations=tuple(a["segmentation"] for a in items)))
+    return records
+
+
+def _short(obj) -> str:
+    text = repr(obj)
+    return text if len(text) <= 80 else text[:77] + "..."

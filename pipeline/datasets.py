@@ -1,0 +1,274 @@
+"""Datasets and batches: COCO-format records -> augmented samples -> `Batch`.
+
+Batch contract (DESIGN §3), `Batch(images, targets)`:
+    images   float32 [B, 3, S, S], normalised RGB
+    targets  list of B dicts:
+        boxes      float32 [G, 4]  xyxy in S×S input pixels (tight boxes of the masks)
+        labels     int64 [G]       contiguous 0..C-1
+        masks      bool [G, S, S]
+        integrals  MaskIntegrals   per-instance integral images (see `integrals` below)
+        image_id   int             the dataset's own image id
+        orig_size  (h, w)          of the original image
+        affine     float32 [4]     (ax, bx, ay, by): input coords -> original (x = ax·u + bx)
+        window     int64 [4]       crop window in original pixels (x1, y1, x2, y2)
+
+Where the integrals come from (`DataConfig.integrals`):
+    "loader"   (b) built here, in the loader workers, from the augmented S×S masks (exact,
+               the official behaviour);
+    "parquet"  (a) read from the precomputed per-instance tables (`jobs.precompute`) in
+               original-image coordinates and mapped with `with_transform(affine, window)`.
+
+Usage:
+    train_ds, val_ds = build_datasets(cfg.data)      # synthetic data generated on first use
+    loader = make_loader(train_ds, batch_size=8, seed=0, shuffle=True, num_workers=2,
+                         rank=r, world_size=n)       # a torch DataLoader, sharded by rank
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)              # new order and new augmentation draws
+        for batch in loader:
+            batch = batch_to(batch, device)
+    # evaluation: val_ds.coco (pycocotools COCO), val_ds.label_to_category (label -> the
+    # dataset's category id, for results), val_ds.category_names
+    # tests / no DataLoader: for batch in iterate_batches(ds, batch_size=4): ...
+
+Under Ray Train, pass the worker's rank and world size to `make_loader` (do not wrap it with
+`prepare_data_loader`, which would replace the sampler); every rank gets the same number of
+batches. Augmentation randomness is drawn from (seed, epoch, image index) only, so a run is
+reproducible whatever the number of loader workers.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from assigners import MaskIntegrals
+from pipeline.augment import AugmentParams, Sample, transform
+from pipeline.coco import CocoDataset, ImageRecord, instance_rles, load_coco, load_image
+from pipeline.instance_table import InstanceStore, region_integral
+from pipeline.synthetic import ensure_synthetic
+
+INTEGRAL_SOURCES = ("loader", "parquet")
+SPLITS = ("train", "val")
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # float32 [B, 3, S, S]
+    targets: list[dict]
+
+
+class InstanceDataset:
+    """Map-style dataset over image records; a torch DataLoader can use it directly.
+
+    `dataset[key]` with key = index or (index, seed, epoch); the training pipeline draws its
+    randomness from (seed, epoch, index).
+    """
+
+    def __init__(self, source: CocoDataset, params: AugmentParams, integrals: str = "loader",
+                 parquet_dir: str | None = None, keep_empty: bool | None = None):
+        if integrals not in INTEGRAL_SOURCES:
+            raise ValueError(f"integrals must be one of {INTEGRAL_SOURCES}, got {integrals!r}")
+        if integrals == "parquet" and not parquet_dir:
+            raise ValueError("integrals='parquet' needs parquet_dir (see `python -m jobs.precompute`)")
+        if integrals == "parquet" and not os.path.isdir(parquet_dir):
+            raise ValueError(f"integrals='parquet': {parquet_dir} does not exist; run "
+                             f"`python -m jobs.precompute` first")
+        self.source = source
+        self.params = params
+        self.integrals = integrals
+        self.parquet_dir = parquet_dir
+        # training skips images without ground truth (mmdetection's filter_empty_gt); evaluation keeps them
+        keep_empty = (not params.train) if keep_empty is None else keep_empty
+        self.records: list[ImageRecord] = [r for r in source.records if keep_empty or len(r) > 0]
+        self._store: InstanceStore | None = None  # opened lazily, once per worker process
+
+    # evaluation helpers ------------------------------------------------------------------
+    @property
+    def coco(self):
+        return self.source.coco
+
+    @property
+    def label_to_category(self) -> list[int]:
+        return self.source.label_to_category
+
+    @property
+    def category_names(self) -> list[str]:
+        return self.source.category_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    # dataset protocol --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key) -> dict:
+        index, seed, epoch = (key, 0, 0) if isinstance(key, (int, np.integer)) else key
+        record = self.records[int(index)]
+        rng = np.random.default_rng([seed, epoch, int(index)]) if self.params.train else None
+        image = load_image(record.path, record.image_id)
+        if image.shape[:2] != (record.height, record.width):
+            raise ValueError(f"image {record.path} (image id={record.image_id}) is {image.shape[1]}x"
+                             f"{image.shape[0]}, the annotations say {record.width}x{record.height}")
+        sample = transform(image, instance_rles(record), record.labels, record.boxes, self.params, rng)
+        return self._item(record, sample)
+
+    def _item(self, record: ImageRecord, sample: Sample) -> dict:
+        if self.integrals == "loader":
+            integrals = integrals_from_sample(sample)
+        else:
+            if self._store is None:
+                self._store = InstanceStore(self.parquet_dir)
+            full = self._store.integrals(record.image_id, expected=len(record))
+            integrals = full.select(torch.from_numpy(sample.keep)).with_transform(
+                torch.from_numpy(sample.affine), torch.from_numpy(sample.window))
+        return {
+            "image": torch.from_numpy(sample.image),
+            "boxes": torch.from_numpy(sample.boxes),
+            "labels": torch.from_numpy(sample.labels),
+            "masks": torch.from_numpy(sample.masks),
+            "integrals": integrals,
+            "image_id": int(record.image_id),
+            "orig_size": sample.orig_size,
+            "affine": torch.from_numpy(sample.affine),
+            "window": torch.from_numpy(sample.window),
+        }
+
+    def __getstate__(self):  # the memory-mapped store is reopened in each worker
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+
+def integrals_from_sample(sample: Sample) -> MaskIntegrals:
+    """MaskIntegrals of the augmented masks, with each region = the instance's tight box.
+
+    Same result as `MaskIntegrals.from_masks(masks)`, without searching for the regions again.
+    """
+    s = sample.masks.shape[-1]
+    parts, origins, sizes = [], [], []
+    for mask, box in zip(sample.masks, sample.boxes.astype(np.int64)):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        parts.append(region_integral(mask[y0:y1, x0:x1]).reshape(-1))
+        origins.append((y0, x0))
+        sizes.append((y1 - y0, x1 - x0))
+    lengths = np.array([p.size for p in parts], dtype=np.int64)
+    data = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    total = np.array([p[-1] for p in parts], dtype=np.int64)
+    return MaskIntegrals(data=torch.from_numpy(data), offset=torch.from_numpy(np.cumsum(lengths) - lengths),
+                         origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2),
+                         size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),
+                         total=torch.from_numpy(total), image_size=(s, s))
+
+
+def collate(items: list[dict]) -> Batch:
+    images = torch.stack([it.pop("image") for it in items])  # [B, 3, S, S]
+    return Batch(images=images, targets=items)
+
+
+def batch_to(batch: Batch, device: torch.device | str) -> Batch:
+    """Move images and every tensor of the targets (integrals included) to `device`."""
+    targets = []
+    for t in batch.targets:
+        moved = {}
+        for k, v in t.items():
+            moved[k] = v.to(device) if isinstance(v, (torch.Tensor, MaskIntegrals)) else v
+        targets.append(moved)
+    return Batch(images=batch.images.to(device), targets=targets)
+
+
+class ShardedSampler:
+    """Yields (index, seed, epoch) keys: a per-epoch permutation, split evenly over ranks.
+
+    Like DistributedSampler, the order is padded by wrapping around so that every rank gets
+    ceil(N / world_size) items (Ray Train's report is a barrier: ranks must agree on steps).
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world_size) if self.n else 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        if self.n == 0:
+            return iter(())
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
+                 else np.arange(self.n))
+        total = len(self) * self.world_size
+        order = np.resize(order, total)  # wraps around to pad
+        return ((int(i), self.seed, self.epoch) for i in order[self.rank::self.world_size])
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers are processes; threads inside them only contend
+
+
+def make_loader(dataset: InstanceDataset, batch_size: int, seed: int = 0, shuffle: bool = True,
+                num_workers: int = 0, rank: int = 0, world_size: int = 1,
+                drop_last: bool = False) -> DataLoader:
+    """A torch DataLoader yielding `Batch`es; call `loader.sampler.set_epoch(e)` every epoch."""
+    sampler = ShardedSampler(len(dataset), seed, shuffle, rank, world_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                      num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
+                      persistent_workers=num_workers > 0, drop_last=drop_last)
+
+
+def iterate_batches(dataset: InstanceDataset, batch_size: int, seed: int = 0, shuffle: bool = False,
+                    epoch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+    """The same batches as `make_loader(...)` with 0 workers, without torch's DataLoader."""
+    sampler = ShardedSampler(len(dataset), seed, shuffle, rank, world_size)
+    sampler.set_epoch(epoch)
+    keys = list(sampler)
+    for i in range(0, len(keys), batch_size):
+        yield collate([dataset[k] for k in keys[i:i + batch_size]])
+
+
+# --- building from the config ------------------------------------------------------------------
+
+def dataset_dir(data_cfg) -> str:
+    """The dataset root: `data_cfg.data_dir`, or the synthetic dataset (generated on first use)."""
+    return data_cfg.data_dir if data_cfg.data_dir else ensure_synthetic(data_cfg)
+
+
+def split_paths(data_cfg, split: str) -> tuple[str, str]:
+    """(annotation JSON, image root) of a split; `image_root` may contain `{split}`."""
+    root = dataset_dir(data_cfg)
+    json_rel = data_cfg.train_json if split == "train" else data_cfg.val_json
+    return os.path.join(root, json_rel), os.path.join(root, data_cfg.image_root.format(split=split))
+
+
+def parquet_split_dir(data_cfg, split: str) -> str:
+    """Where the precomputed tables of a split live: `parquet_dir/<split>`."""
+    root = data_cfg.parquet_dir or os.path.join(dataset_dir(data_cfg), "parquet")
+    return os.path.join(os.path.expanduser(root), split)
+
+
+def load_split(data_cfg, split: str) -> CocoDataset:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    json_path, image_root = split_paths(data_cfg, split)
+    return load_coco(json_path, image_root, skip_invalid=data_cfg.skip_invalid,
+                     verify_images=data_cfg.verify_images)
+
+
+def build_datasets(data_cfg) -> tuple[InstanceDataset, InstanceDataset]:
+    """(train, val) datasets for a DataConfig; val keeps images without annotations."""
+    out = []
+    for split in SPLITS:
+        train = split == "train"
+        params = AugmentParams(scale=data_cfg.scale, train=train and data_cfg.augment,
+                               min_box_size=data_cfg.min_box_size)
+        parquet = parquet_split_dir(data_cfg, split) if data_cfg.integrals == "parquet" else None
+        out.append(InstanceDataset(load_split(data_cfg, split), params, data_cfg.integrals, parquet,
+                                   keep_empty=not train))
+    return out[0], out[1]

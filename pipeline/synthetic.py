@@ -1,0 +1,337 @@
+"""The built-in synthetic dataset: a real COCO-format dataset of shapes whose masks fill their
+boxes to very different degrees, which is what mask-aware assignment is about.
+
+`generate(out_dir, train_images, val_images, size, seed)` writes
+    out_dir/annotations/{train,val}.json   COCO instances (compressed RLE, ids from 1)
+    out_dir/images/{train,val}/NNNNNN.png  RGB images, size × size
+    out_dir/meta.json                      the parameters and the per-category MOB statistics
+`ensure_synthetic(data_cfg)` generates once into a directory keyed by the parameters.
+
+Scenes (`render_scene`): a textured background (smooth noise + a grating + pixel noise), a few
+unannotated distractors (triangles, scribbles), then 2..8 objects painted in order, each later
+object occluding the earlier ones; what is annotated is every object's *visible* mask. A
+placement that would hide more than half of an earlier object is redrawn, so every object
+keeps at least half of its pixels. Object sizes are log-uniform, which gives small, medium and
+large objects in COCO's sense at the default 256-pixel images.
+
+Categories are shape families (`CATEGORIES`), so the label is the shape, never the colour:
+- solid: ellipses, rectangles, hexagons; mask-over-box (MOB) ratio mostly 0.7..1;
+- ring:  annuli and crescents; MOB 0.15..0.65;
+- cross: L-shapes and plus-shapes at any rotation; MOB 0.2..0.65;
+- bar:   thin rotated bars; MOB from ~0.05 (diagonal) to ~1 (axis-aligned).
+Every image is drawn from its own generator seeded by (seed, split, index): deterministic, and
+independent of the number of worker processes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+CATEGORIES = ("solid", "ring", "cross", "bar")
+GENERATOR_VERSION = 1  # bump when scenes change, so cached datasets are not reused
+SPLITS = {"train": 0, "val": 1}
+MIN_OBJECTS, MAX_OBJECTS = 2, 8
+MAX_OCCLUDED = 0.5  # an object keeps at least this complement of its pixels visible
+MIN_VISIBLE_PIXELS = 12
+MIN_THICKNESS_PX = 1.5
+AXIS_JITTER = 0.15  # radians of rotation for the axis-aligned solids  # thin parts (ring walls, bar widths) stay at least this thick
+PLACEMENT_TRIES = 20
+PNG_COMPRESS_LEVEL = 1  # fast to write; the files are ~30 % larger than at the default level
+MOB_BINS = np.linspace(0.0, 1.0, 11)
+
+
+# --- shapes: predicates over local coordinates (u, v) in units of the object radius ---------
+
+def _shape(family: str, rng: np.random.Generator, r: float):
+    """(predicate(u, v) -> bool, axis_aligned) for one random member of `family` at radius r px.
+
+    axis_aligned: the shape is turned by a multiple of 90° plus a small jitter, not at random
+    (solid rectangles stay solid-looking, with MOB near 1).
+    """
+    thin = MIN_THICKNESS_PX / r  # the thinnest part allowed, in local units
+    if family == "solid":
+        kind = rng.integers(4)
+        if kind == 0:
+            b = rng.uniform(0.55, 1.0)
+            return (lambda u, v: u * u + (v / b) ** 2 <= 1.0), False
+        if kind == 1:
+            b = rng.uniform(0.5, 1.0)
+            return (lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= b)), True
+        if kind == 2:
+            b = rng.uniform(0.6, 1.0)
+            return (lambda u, v: u**4 + (v / b) ** 4 <= 1.0), True  # rounded rectangle
+        angles = np.arange(6) * math.pi / 3
+        return (lambda u, v: np.max([u * math.cos(a) + v * math.sin(a) for a in angles], axis=0)
+                <= math.sqrt(3) / 2), False
+    if family == "ring":
+        if rng.random() < 0.6:
+            k = min(rng.uniform(0.55, 0.9), 1.0 - thin)
+            b = rng.uniform(0.7, 1.0)
+            return (lambda u, v: (lambda d: (d <= 1.0) & (d > k * k))(u * u + (v / b) ** 2)), False
+        d, rho = rng.uniform(0.3, 0.7), rng.uniform(0.8, 1.05)
+        return (lambda u, v: (u * u + v * v <= 1.0) & ((u - d) ** 2 + v * v > rho * rho)), False
+    if family == "cross":
+        t = max(rng.uniform(0.12, 0.4), thin)
+        inside = lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0)  # noqa: E731
+        if rng.random() < 0.5:
+            return (lambda u, v: inside(u, v) & ((u <= -1.0 + 2 * t) | (v >= 1.0 - 2 * t))), False
+        return (lambda u, v: inside(u, v) & ((np.abs(u) <= t) | (np.abs(v) <= t))), False
+    w = max(rng.uniform(0.05, 0.22), thin / 2)
+    return (lambda u, v: (np.abs(u) <= 1.0) & (np.abs(v) <= w)), False
+
+
+@dataclass
+class _Object:
+    label: int
+    full: np.ndarray  # bool [H, W] the whole object (inside the image)
+    visible: np.ndarray  # bool [H, W] what later objects leave visible
+    area: int  # pixels of `full`
+
+
+def _place(rng: np.random.Generator, size: int, label: int, r: float) -> np.ndarray:
+    """bool [size, size] mask of one random member of CATEGORIES[label] at radius r."""
+    pred, axis_aligned = _shape(CATEGORIES[label], rng, r)
+    cx, cy = rng.uniform(0, size, 2)
+    if axis_aligned:
+        theta = rng.integers(4) * math.pi / 2 + rng.uniform(-AXIS_JITTER, AXIS_JITTER)
+    else:
+        theta = rng.uniform(0, 2 * math.pi)
+    reach = r * math.sqrt(2)  # the local square [-1, 1]^2 under any rotation
+    x0, x1 = max(int(cx - reach), 0), min(int(math.ceil(cx + reach)) + 1, size)
+    y0, y1 = max(int(cy - reach), 0), min(int(math.ceil(cy + reach)) + 1, size)
+    mask = np.zeros((size, size), dtype=bool)
+    if x1 <= x0 or y1 <= y0:
+        return mask
+    dx = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / r  # [w] pixel centres
+    dy = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / r  # [h]
+    c, s = math.cos(theta), math.sin(theta)
+    u = c * dx[None, :] + s * dy[:, None]  # [h, w]
+    v = -s * dx[None, :] + c * dy[:, None]
+    mask[y0:y1, x0:x1] = pred(u, v)
+    return mask
+
+
+def _layout(rng: np.random.Generator, size: int) -> list[_Object]:
+    r_lo, r_hi = max(6.0, 0.03 * size), 0.5 * size
+    n = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
+    # larger objects first, so that small ones on top rarely hide more than half of them
+    radii = np.sort(np.exp(rng.uniform(math.log(r_lo), math.log(r_hi), n)))[::-1]
+    objects: list[_Object] = []
+    for r0 in radii:
+        label = int(rng.integers(len(CATEGORIES)))
+        for attempt in range(PLACEMENT_TRIES):
+            # a redraw keeps the size class: shrink slowly instead of resampling from scratch
+            r = float(max(r0 * 0.95**attempt, r_lo))
+            new = _place(rng, size, label, r)
+            area = int(new.sum())
+            if area < MIN_VISIBLE_PIXELS:
+                continue
+            # every earlier object must keep at least (1 - MAX_OCCLUDED) of its pixels visible
+            if all((o.visible & ~new).sum() >= (1 - MAX_OCCLUDED) * o.area for o in objects):
+                for o in objects:
+                    o.visible &= ~new
+                objects.append(_Object(label, new, new.copy(), area))
+                break
+    return [o for o in objects if o.visible.sum() >= MIN_VISIBLE_PIXELS]
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """float32 [size, size, 3]: two colours blended by smooth noise, a grating, pixel noise."""
+    cells = int(rng.integers(3, 12))
+    coarse = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8))
+    t = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32)[..., None] / 255  # [S, S, 1]
+    c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
+    img = c0 + (c1 - c0) * t  # [S, S, 3]
+    # a grating sin(a·x + b·y) = sin(a·x)cos(b·y) + cos(a·x)sin(b·y): two outer products
+    angle, period = rng.uniform(0, math.pi), rng.uniform(6, 40)
+    ramp = np.arange(size, dtype=np.float32) * (2 * math.pi / period)
+    ax, by = ramp * math.cos(angle), ramp * math.sin(angle)
+    grating = np.outer(np.cos(by), np.sin(ax)) + np.outer(np.sin(by), np.cos(ax))  # [S, S]
+    img += (rng.uniform(0, 25) * grating)[..., None]
+    img += rng.standard_normal((size, size, 1), dtype=np.float32) * 6
+    return img
+
+
+def _distractors(rng: np.random.Generator, image: Image.Image, size: int) -> None:
+    """Unannotated clutter: filled triangles and scribbled polylines."""
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(0, 4))):
+        cx, cy = rng.uniform(0, size, 2)
+        r = rng.uniform(4, 0.12 * size)
+        pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in rng.uniform(0, 2 * math.pi, 3)]
+        draw.polygon(pts, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    for _ in range(int(rng.integers(0, 4))):
+        pts = [tuple(p) for p in np.cumsum(rng.normal(0, 0.06 * size, (int(rng.integers(3, 8)), 2)), 0)
+               + rng.uniform(0, size, 2)]
+        draw.line(pts, fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4)))
+
+
+def _paint(rng: np.random.Generator, img: np.ndarray, obj: _Object) -> None:
+    """Paint the object's full mask: a random colour, a linear shade, texture noise, maybe stripes."""
+    ys, xs = np.nonzero(obj.full)
+    colour = rng.uniform(0, 255, 3).astype(np.float32)
+    shade = rng.normal(0, 0.4, 2)
+    span = max(xs.max() - xs.min(), ys.max() - ys.min(), 1)
+    value = colour + (((xs - xs.mean()) * shade[0] + (ys - ys.mean()) * shade[1]) / span * 40)[:, None]
+    if rng.random() < 0.3:
+        period = rng.uniform(3, 12)
+        value += (20 * np.sign(np.sin((xs + ys) * math.pi / period)))[:, None]
+    value += rng.normal(0, 8, (len(xs), 1))
+    img[ys, xs] = value
+
+
+def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """RGB uint8 [size, size, 3], visible masks (bool [size, size] each), labels (0..3)."""
+    objects = _layout(rng, size)
+    base = Image.fromarray(np.clip(_background(rng, size), 0, 255).astype(np.uint8))
+    _distractors(rng, base, size)
+    img = np.asarray(base, dtype=np.float32).copy()
+    for o in objects:
+        _paint(rng, img, o)
+    return np.clip(img, 0, 255).astype(np.uint8), [o.visible for o in objects], [o.label for o in objects]
+
+
+# --- dataset writer --------------------------------------------------------------------------
+
+def _make_image(task: tuple) -> tuple[dict, list[dict]]:
+    """Render and save one image; returns its COCO image entry and annotations (ids unset)."""
+    out_dir, split, index, image_id, size, seed = task
+    rng = np.random.default_rng([seed, SPLITS[split], index])
+    image, masks, labels = render_scene(rng, size)
+    file_name = f"{split}/{image_id:06d}.png"
+    Image.fromarray(image).save(os.path.join(out_dir, "images", file_name), compress_level=PNG_COMPRESS_LEVEL)
+    anns = []
+    for mask, label in zip(masks, labels):
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        x0, y0 = int(cols[0]), int(rows[0])
+        bbox = [x0, y0, int(cols[-1]) + 1 - x0, int(rows[-1]) + 1 - y0]  # tight pixel box, xywh
+        anns.append({"image_id": image_id, "category_id": label + 1, "iscrowd": 0,
+                     "segmentation": {"size": [size, size], "counts": rle["counts"].decode()},
+                     "area": float(mask.sum()), "bbox": [float(v) for v in bbox]})
+    return {"id": image_id, "file_name": file_name, "height": size, "width": size}, anns
+
+
+def categories() -> list[dict]:
+    """The COCO category list: ids 1..4 in the order of CATEGORIES."""
+    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CATEGORIES)]
+
+
+def generate(out_dir: str, train_images: int, val_images: int, size: int, seed: int,
+             workers: int | None = None, progress: bool = True) -> dict:
+    """Write the dataset into `out_dir` (created); returns meta (parameters + MOB statistics)."""
+    if train_images < 1 or val_images < 0 or size < 32:
+        raise ValueError(f"need train_images >= 1, val_images >= 0, size >= 32; got "
+                         f"{train_images}, {val_images}, {size}")
+    workers = workers or os.cpu_count() or 1
+    os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
+    counts = {"train": train_images, "val": val_images}
+    first_id = {"train": 1, "val": train_images + 1}
+    tasks = {s: [(out_dir, s, i, first_id[s] + i, size, seed) for i in range(n)] for s, n in counts.items()}
+    for split in counts:
+        os.makedirs(os.path.join(out_dir, "images", split), exist_ok=True)
+    meta = {"train_images": train_images, "val_images": val_images, "size": size, "seed": seed,
+            "generator_version": GENERATOR_VERSION, "categories": list(CATEGORIES)}
+    ctx = mp.get_context("fork") if workers > 1 else None
+    pool = ctx.Pool(workers) if ctx else None
+    try:
+        for split, items in tasks.items():
+            mapper = pool.imap(_make_image, items, chunksize=8) if pool else map(_make_image, items)
+            bar = tqdm(mapper, total=len(items), desc=f"synth {split}", disable=not progress, unit="img")
+            images, anns = [], []
+            for image, image_anns in bar:
+                images.append(image)
+                for a in image_anns:
+                    anns.append(dict(a, id=len(anns) + 1))
+            data = {"info": {"description": f"maskaware synthetic shapes ({split})", **meta},
+                    "images": images, "annotations": anns, "categories": categories()}
+            with open(os.path.join(out_dir, "annotations", f"{split}.json"), "w") as f:
+                json.dump(data, f)
+            meta[f"{split}_instances"] = len(anns)
+            meta[f"{split}_mob"] = mob_statistics(anns)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    with open(os.path.join(out_dir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return meta
+
+
+# --- MOB statistics --------------------------------------------------------------------------
+
+def mob_of(anns: list[dict]) -> np.ndarray:
+    """Mask-over-box ratio of COCO annotations (area / bbox area), float64 [N]."""
+    area = np.array([a["area"] for a in anns], dtype=np.float64)
+    box = np.array([a["bbox"][2] * a["bbox"][3] for a in anns], dtype=np.float64)
+    return area / np.maximum(box, 1e-9)
+
+
+def mob_statistics(anns: list[dict]) -> dict:
+    """Per category name: counts in MOB_BINS, fraction below 0.5, and COCO size counts."""
+    mob = mob_of(anns)
+    cats = np.array([a["category_id"] for a in anns], dtype=np.int64)
+    areas = np.array([a["area"] for a in anns], dtype=np.float64)
+    stats = {}
+    for i, name in enumerate(("all",) + CATEGORIES):
+        sel = np.ones(len(anns), dtype=bool) if i == 0 else cats == i
+        hist, _ = np.histogram(mob[sel], bins=MOB_BINS)
+        stats[name] = {"count": int(sel.sum()), "hist": hist.tolist(),
+                       "below_0.5": float((mob[sel] < 0.5).mean()) if sel.any() else 0.0,
+                       "small": int((areas[sel] < 32**2).sum()),
+                       "medium": int(((areas[sel] >= 32**2) & (areas[sel] < 96**2)).sum()),
+                       "large": int((areas[sel] >= 96**2).sum())}
+    return stats
+
+
+def format_mob_table(stats: dict) -> str:
+    """A text table of `mob_statistics`: one row per category, one column per MOB bin."""
+    head = "".join(f"{lo:>6.1f}" for lo in MOB_BINS[:-1])
+    lines = [f"{'category':<9}{'n':>7} | MOB bin start:{head} | <0.5   S/M/L"]
+    for name, s in stats.items():
+        cells = "".join(f"{c:>6d}" for c in s["hist"])
+        lines.append(f"{name:<9}{s['count']:>7} | {'':14}{cells} | {s['below_0.5']:4.0%}  "
+                     f"{s['small']}/{s['medium']}/{s['large']}")
+    return "\n".join(lines)
+
+
+# --- cached generation -----------------------------------------------------------------------
+
+def synthetic_key(train_images: int, val_images: int, size: int, seed: int) -> str:
+    return f"train{train_images}_val{val_images}_size{size}_seed{seed}_v{GENERATOR_VERSION}"
+
+
+def ensure_synthetic(data_cfg, progress: bool = False) -> str:
+    """The dataset directory for `data_cfg`'s synthetic parameters, generated on first use.
+
+    Generation goes to a temporary sibling directory that is renamed into place when complete,
+    so a crash never leaves a half-written dataset behind and concurrent callers agree.
+    """
+    root = os.path.expanduser(data_cfg.synthetic_dir)
+    final = os.path.join(root, synthetic_key(data_cfg.synthetic_train_images, data_cfg.synthetic_val_images,
+                                             data_cfg.synthetic_size, data_cfg.synthetic_seed))
+    if os.path.exists(os.path.join(final, "meta.json")):
+        return final
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
+    try:
+        generate(tmp, data_cfg.synthetic_train_images, data_cfg.synthetic_val_images,
+                 data_cfg.synthetic_size, data_cfg.synthetic_seed, progress=progress)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # someone else finished first
+            if not os.path.exists(os.path.join(final, "meta.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

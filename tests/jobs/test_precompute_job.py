@@ -1,0 +1,24 @@
+import os
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster (notes/ecosystem §8)
+
+from jobs import precompute as job
+from pipeline.instance_table import InstanceStore
+from pipeline.synthetic import generate
+
+
+def test_precompute_job_writes_both_splits_then_skips(tmp_path, capsys):
+    generate(str(tmp_path / "data"), 6, 2, 64, seed=0, workers=1, progress=False)
+    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pq"), "--images-per-shard", "3",
+            "--workers", "1", "--quiet"]
+    assert job.main(args + ["--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "train:" in out and "val:" in out and "verified" in out and "instances/s" in out
+    assert len(InstanceStore(str(tmp_path / "pq" / "train"))) > 0
+    assert job.main(args + ["--splits", "train"]) == 0
+    assert "2 already done" in capsys.readouterr().out
+
+
+def test_precompute_job_reports_bad_input(tmp_path, capsys):
+    assert job.main(["--data", str(tmp_path), "--quiet"]) == 2
+    assert "annotation file not found" in capsys.readouterr().err
