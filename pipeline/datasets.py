@@ -161,7 +161,7 @@ def integrals_from_sample(sample: Sample) -> MaskIntegrals:
     return MaskIntegrals(data=torch.from_numpy(data), offset=torch.from_numpy(np.cumsum(lengths) - lengths),
                          origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2),  # [G, 2]
                          size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),  # [G, 2]
-                         total=torch.from_numpy(total), image_size=(s, s))
+                         total=torch.from_numpy(total), image_size=(s, s)).prepared()  # tables built here, off the step
 
 
 def collate(items: list[dict]) -> Batch:
