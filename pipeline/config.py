@@ -271,8 +271,10 @@ def _tiny() -> Config:
         train=TrainConfig(epochs=1, max_iters=150, batch_size=4, lr=4e-3, lr_reference_batch=4,
                           warmup_iters=30, checkpoint_every=50, log_every=10, amp=False),
         eval=EvalConfig(fps_warmup=2, fps_runs=10, overlays=2),
+        # 2 trials at a time, one 1-CPU Train worker each: both cores train, and one trial's
+        # fixed Ray start-up (~20–30 s) overlaps the other's training.
         sweep=SweepConfig(scales=(192, 256), assigners=("atss_iou", "atss_maiou"), seeds=(0,),
-                          max_concurrent_trials=1),
+                          max_concurrent_trials=2),
     )
 
 

@@ -29,6 +29,7 @@ import signal
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import ray
 from ray import tune
@@ -259,6 +260,9 @@ def _print_summary(record: SweepRecord, report: Report, complete: bool, errors: 
     if uri.startswith("sqlite:"):
         print(f"  open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
               "  ->  http://127.0.0.1:5000")
+    elif "127.0.0.1" in uri or "localhost" in uri:
+        print(f"  open the UI: {uri} (from another machine through a tunnel, e.g. "
+              f"`ray attach cluster.yaml -p {urlparse(uri).port or 5000}`)")
     else:
         print(f"  open the UI: {uri}")
     for key, error in errors.items():
