@@ -185,8 +185,9 @@ def _check_cluster(cfg: Config) -> None:
             f"its head with --resources='{{\"{DRIVER_RESOURCE}\": 8}}' (cluster.yaml does)")
     alive = [n for n in ray.nodes() if n.get("Alive")]
     if len(alive) > 1 and "://" not in cfg.train.storage_path:
-        raise ValueError(f"train.storage_path={cfg.train.storage_path!r} is local but the cluster has "
-                         f"{len(alive)} nodes: give shared storage (s3://..., gs://... or an NFS path)")
+        # An error would be wrong for an NFS mount, which looks like any local path.
+        print(f"warning: train.storage_path={cfg.train.storage_path!r} is a path and the cluster has "
+              f"{len(alive)} nodes: unless it is shared storage (NFS) on every node, use s3:// or gs://")
 
 
 def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tune.Tuner:

@@ -30,7 +30,7 @@ def _children(record: SweepRecord) -> list:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2 * TIMEOUT_S)
-def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
+def test_crashed_sweep_resumes_without_duplicates(tmp_path):
     sets = ci_overrides(tmp_path)
     # its own session, so that the Ray processes the dead driver leaves behind can be reaped
     first = subprocess.Popen([sys.executable, "-m", "jobs.sweep", "--preset", "tiny", "--name", NAME,
