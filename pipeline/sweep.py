@@ -35,7 +35,7 @@ import ray
 from ray import tune
 
 from pipeline import tracking
-from pipeline.config import Config
+from pipeline.config import Config, SweepConfig
 from pipeline.grid import Cell, cell_config, grid_cells
 from pipeline.ray_utils import init_ray, quiet_logs
 from pipeline.report import Report, build_report
@@ -223,7 +223,7 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     directory = sweep_dir(base, record.name)
     slots = _driver_slots(base, local)
     print(f"sweep {record.name}: {len(record.cells)} cells, up to {slots} at a time -> {directory}")
-    print(f"  resume with: python -m jobs.sweep --resume --name {record.name}")
+    print(f"  resume with: {_resume_command(record)}")
     if resume:
         _prepare_data(base, local)
     owns_ray = init_ray(object_store_bytes=base.sweep.object_store_mb * 2**20,
@@ -248,6 +248,12 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     return SweepOutcome(record, report, complete, errors)
 
 
+def _resume_command(record: SweepRecord) -> str:
+    root = record.base_config().sweep.root
+    where = "" if root == SweepConfig().root else f" --set sweep.root={root}"
+    return f"python -m jobs.sweep --resume --name {record.name}{where}"
+
+
 def _one_line(error: BaseException) -> str:
     lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"
@@ -260,7 +266,7 @@ def _print_summary(record: SweepRecord, report: Report, complete: bool, errors: 
     print(f"MLflow: {uri}, experiment {record.experiment!r}, parent run {record.parent_run_id}")
     if uri.startswith("sqlite:"):
         print(f"  open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-              "  ->  http://127.0.0.1:5000")
+              " --workers 1  ->  http://127.0.0.1:5000")
     elif "127.0.0.1" in uri or "localhost" in uri:
         print(f"  open the UI: {uri} (from another machine through a tunnel, e.g. "
               f"`ray attach cluster.yaml -p {urlparse(uri).port or 5000}`)")
@@ -271,5 +277,4 @@ def _print_summary(record: SweepRecord, report: Report, complete: bool, errors: 
               f"/{TUNE_DIR}/{key}/error.txt)")
     if not complete:
         print(f"incomplete: {len(report.missing)} of {len(record.cells)} cells have no finished run "
-              f"({', '.join(report.missing)}); resume with: "
-              f"python -m jobs.sweep --resume --name {record.name}")
+              f"({', '.join(report.missing)}); resume with: {_resume_command(record)}")

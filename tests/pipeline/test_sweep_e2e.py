@@ -42,7 +42,7 @@ def test_crashed_sweep_resumes_without_duplicates(tmp_path):
         first.kill()
         kill_session(first.pid)
     assert first.returncode == EXIT_CRASHED, out[-5000:]
-    assert "resume with: python -m jobs.sweep --resume --name ci" in out
+    assert f"resume with: python -m jobs.sweep --resume --name ci --set sweep.root={tmp_path / 'sweeps'}" in out
     record = SweepRecord.load(tmp_path / "sweeps" / NAME)
     assert record.status == "running"  # as the crash left it
     before = {r.data.tags[tracking.CELL_KEY_TAG]: r for r in _children(record)
