@@ -215,23 +215,38 @@ def result_summary(result: PrecomputeResult) -> dict:
     return d
 
 
+def precompute_splits(data_cfg, splits=SPLITS, *, overwrite: bool = False,
+                      progress: bool = False) -> dict[str, PrecomputeResult]:
+    """Write (or complete) the tables of each split of `data_cfg` into
+    `parquet_split_dir(data_cfg, split)`, with its layout, shard size, workers and skip_invalid.
+
+    One Ray cluster serves every split: the running one, or a local one started by the first
+    split that has work and shut down at the end. Split names are checked before any work.
+    """
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; valid: {', '.join(SPLITS)}")
+    out = {}
+    started = not ray.is_initialized()
+    try:
+        for split in splits:
+            json_path, image_root = split_paths(data_cfg, split)
+            out[split] = precompute(json_path, image_root, parquet_split_dir(data_cfg, split),
+                                    layout=data_cfg.parquet_layout,
+                                    images_per_shard=data_cfg.parquet_images_per_shard,
+                                    num_workers=data_cfg.precompute_workers,
+                                    skip_invalid=data_cfg.skip_invalid, overwrite=overwrite,
+                                    progress=progress, shutdown_ray=False)
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+    return out
+
+
 def ensure_precomputed(data_cfg, progress: bool = False) -> dict[str, str]:
     """Make sure both splits of `data_cfg` have their Parquet tables; returns split -> directory.
 
     For `DataConfig.integrals == "parquet"`: call it once in the driver before training
     (it uses the running Ray cluster, or starts a local one for the duration).
     """
-    out = {}
-    started = not ray.is_initialized()
-    try:
-        for split in SPLITS:
-            json_path, image_root = split_paths(data_cfg, split)
-            out_dir = parquet_split_dir(data_cfg, split)
-            precompute(json_path, image_root, out_dir, layout=data_cfg.parquet_layout,
-                       images_per_shard=data_cfg.parquet_images_per_shard, num_workers=data_cfg.precompute_workers,
-                       skip_invalid=data_cfg.skip_invalid, progress=progress, shutdown_ray=False)
-            out[split] = out_dir
-    finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
-    return out
+    return {split: result.out_dir for split, result in precompute_splits(data_cfg, progress=progress).items()}
