@@ -53,14 +53,6 @@ def integral_image(masks: Tensor) -> Tensor:
     return out
 
 
-def count_in_boxes_full(integral: Tensor, boxes: Tensor) -> Tensor:
-    """Mask pixels of each instance inside each box, from full integral images.
-
-    integral int [G, H+1, W+1]; boxes float [G, K, 4] (per-instance boxes) -> int64 [G, K].
-    """
-    return MaskIntegrals.from_full(integral).count(boxes)
-
-
 @dataclass(frozen=True)
 class MaskIntegrals:
     """Per-instance integral images over each mask's own pixel region, in one flat buffer.
