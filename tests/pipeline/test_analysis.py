@@ -1,5 +1,4 @@
 import numpy as np
-import torch
 
 from pipeline import analysis as AN
 from pipeline.anchor_grids import input_anchors
