@@ -36,6 +36,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pipeline.arrays import to_numpy
 from pipeline.olrp import UNDEFINED, olrp_per_class, summarize_olrp
 
 IOU_TYPES = ("segm", "bbox")
@@ -45,15 +46,6 @@ PREDICTION_KEYS = ("image_id", "boxes", "scores", "labels", "masks")
 log = logging.getLogger(__name__)
 
 
-def _numpy(x) -> np.ndarray:
-    """A torch tensor (any device) or array-like as a numpy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if x.is_floating_point() and x.element_size() < 4:  # numpy has no bfloat16
-            x = x.float()
-    return np.asarray(x)
-
-
 def _prediction_arrays(i: int, pred: dict, num_labels: int):
     """One prediction's (image_id, boxes, scores, labels, masks) as checked numpy arrays."""
     missing = [k for k in PREDICTION_KEYS if k not in pred]
@@ -61,12 +53,12 @@ def _prediction_arrays(i: int, pred: dict, num_labels: int):
         raise ValueError(f"predictions[{i}] lacks {missing}; expected keys {list(PREDICTION_KEYS)}")
     image_id = int(pred["image_id"])
     where = f"predictions[{i}] (image {image_id})"
-    scores = _numpy(pred["scores"]).astype(np.float64).reshape(-1)  # [N]
+    scores = to_numpy(pred["scores"]).astype(np.float64).reshape(-1)  # [N]
     n = len(scores)
-    boxes = _numpy(pred["boxes"]).astype(np.float64)
+    boxes = to_numpy(pred["boxes"]).astype(np.float64)
     boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes  # [N, 4] xyxy
-    labels = _numpy(pred["labels"]).astype(np.int64).reshape(-1)  # [N]
-    masks = _numpy(pred["masks"])
+    labels = to_numpy(pred["labels"]).astype(np.int64).reshape(-1)  # [N]
+    masks = to_numpy(pred["masks"])
     if boxes.shape != (n, 4) or len(labels) != n or masks.ndim != 3 or len(masks) != n:
         raise ValueError(f"{where}: boxes {list(boxes.shape)}, scores {list(scores.shape)}, labels "
                          f"{list(labels.shape)} and masks {list(masks.shape)} must be [N,4], [N], [N], [N,h,w]")
