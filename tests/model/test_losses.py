@@ -143,7 +143,7 @@ def test_empty_targets_are_finite():
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
              "masks": torch.zeros(0, 32, 32, dtype=torch.bool)}
     got = losses(out, [empty, empty], [torch.full((6,), BACKGROUND)] * 2)
-    assert got["loss_box"] == 0 and got["loss_mask"] == 0 and got["loss_cls"] > 0
+    assert got["loss_box"] == 0 and got["loss_mask"] == 0 and got["loss_sem"] == 0 and got["loss_cls"] > 0
     assert all(torch.isfinite(v) for v in got.values())
     sum(got.values()).backward()
     ce = F.cross_entropy(out["cls"].detach().flatten(0, 1), torch.zeros(12, dtype=torch.long), reduction="sum")
