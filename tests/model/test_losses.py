@@ -47,7 +47,8 @@ def test_crop_region_and_quadrants_against_loops():
     for n, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         for r in range(10):
             for c in range(9):
-                assert bool(crop[n, r, c]) == (max(x1 - 1, 0) <= c < min(x2 + 1, 9) and max(y1 - 1, 0) <= r < min(y2 + 1, 10))
+                inside = max(x1 - 1, 0) <= c < min(x2 + 1, 9) and max(y1 - 1, 0) <= r < min(y2 + 1, 10)
+                assert bool(crop[n, r, c]) == inside
     torch.manual_seed(0)
     proto, coef = torch.randn(3, 10, 9), torch.randn(2, 4, 3)
     got = mask_logits(proto, coef, boxes).sigmoid() * crop
