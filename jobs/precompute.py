@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                                     skip_invalid=args.skip_invalid, overwrite=args.overwrite,
                                     progress=not args.quiet, shutdown_ray=False)
                 s = result_summary(result)
+                if args.skip_invalid:
+                    print(f"{split}: {result.validation}")
                 print(f"{split}: {s['rows']} instances in {s['shards']} shards at {result.out_dir} "
                       f"({len(result.written)} written, {len(result.skipped)} already done); "
                       f"{s['bytes_per_instance']:.0f} B/instance; "

@@ -43,7 +43,10 @@ class DataConfig:
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
     parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
-    parquet_layout: str = "integral"  # "integral" | "rle"; see docs/benchmarks.md (data section)
+    # "rle" (integrals built at read time) or "integral" (region integrals stored, ~110x the bytes);
+    # chosen on the numbers in docs/benchmarks.md (data section). integrals="parquet" is only
+    # faster than "loader" with the "integral" layout.
+    parquet_layout: str = "rle"
     parquet_images_per_shard: int = 64
     precompute_workers: int = 2  # concurrent Ray Data tasks of jobs.precompute
     loader_workers: int = 1
@@ -104,6 +107,11 @@ class TrainConfig:
     init_from: str | None = None  # checkpoint of ours to fine-tune from
     storage_path: str = "~/.cache/maskaware/runs"
     max_failures: int = 2
+    # Fault injection for the resume test: rank `crash_rank` exits hard right before iteration
+    # `crash_at_iter`, once per run (a marker file in the run's storage dir remembers it).
+    crash_at_iter: int | None = None
+    crash_rank: int = 0
+    find_unused_parameters: bool = False  # DDP; on when an option leaves parameters unused
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,9 @@ class TrackingConfig:
     # None = a local sqlite store under ~/.cache/maskaware (or MLFLOW_TRACKING_URI when set).
     tracking_uri: str | None = None
     experiment: str = "maskaware"
+    # None: `<sqlite DB dir>/mlartifacts` for a sqlite store (MLflow's own default is ./mlruns
+    # relative to the CWD), the server's choice otherwise.
+    artifact_location: str | None = None
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class PrecomputeResult:
     rows_written: int = 0
     bytes: int = 0  # Parquet bytes of the whole directory
     seconds: float = 0.0  # wall time of the Ray part (what the throughput is measured on)
+    validation: str = ""  # what loading the split dropped (pipeline.coco.ValidationReport.summary)
 
     @property
     def instances_per_second(self) -> float:
@@ -110,7 +111,7 @@ def _write_shard(item: dict, out_dir: str, layout: str, label_to_category: list[
             "seconds": time.perf_counter() - start}
 
 
-def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "integral",
+def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "rle",
                images_per_shard: int = 64, num_workers: int = 2, skip_invalid: bool = False,
                overwrite: bool = False, progress: bool = True, shutdown_ray: bool = True) -> PrecomputeResult:
     """Write (or complete) the Parquet tables of one COCO-format split into `out_dir`.
@@ -129,16 +130,19 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     manifest = {"schema_version": SCHEMA_VERSION, "layout": layout, "images_per_shard": images_per_shard,
                 "source": os.path.abspath(json_path), "source_sha1": _fingerprint(json_path),
                 "skip_invalid": skip_invalid, "images": len(records),
+                "category_names": source.category_names, "label_to_category": source.label_to_category,
                 "shards": {shard_name(i, n): sum(len(r) for r in c) for i, c in enumerate(chunks)}}
     os.makedirs(out_dir, exist_ok=True)
     _check_manifest(out_dir, manifest, overwrite)
     todo = [i for i in range(n) if not _shard_done(out_dir, shard_name(i, n), manifest["shards"][shard_name(i, n)])]
-    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if i not in todo])
+    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if i not in todo],
+                              validation=source.report.summary())
     if todo:
         items = [{"shard": i, "name": shard_name(i, n), "rows": manifest["shards"][shard_name(i, n)],
                   "payload": pickle.dumps(chunks[i])} for i in todo]
         with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
             start = time.perf_counter()
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
                 _write_shard, fn_kwargs={"out_dir": out_dir, "layout": layout,

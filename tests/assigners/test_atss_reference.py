@@ -76,7 +76,7 @@ def _scene(seed, size, g):
 @pytest.mark.parametrize("size", [64, 128])
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("name", list(DENSE))
-def test_candidate_only_equals_dense(name, seed, size):
+def test_candidate_only_equals_dense(name, seed, size, device):
     gt, masks = _scene(seed, size, g=5)
     anchors, counts = atss_grid(size)
     integral = MaskIntegrals.from_masks(masks)
@@ -86,8 +86,9 @@ def test_candidate_only_equals_dense(name, seed, size):
     else:
         overlaps, valid = DENSE[name](gt, anchors), torch.ones(gt.shape[0], dtype=torch.bool)
     expect = dense_atss(gt, anchors, counts, overlaps, valid)
-    got = ASSIGNERS[name](gt, masks, anchors, counts, integral=integral)
-    assert torch.equal(got, expect)
+    got = ASSIGNERS[name](gt.to(device), masks.to(device), anchors.to(device), counts, integral=integral.to(device))
+    assert got.device.type == device.type
+    assert torch.equal(got.cpu(), expect)
 
 
 @pytest.mark.parametrize("name", list(DENSE))

@@ -10,12 +10,13 @@ from pipeline.synthetic import generate
 def test_precompute_job_writes_both_splits_then_skips(tmp_path, capsys):
     generate(str(tmp_path / "data"), 6, 2, 64, seed=0, workers=1, progress=False)
     args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pq"), "--images-per-shard", "3",
-            "--workers", "1", "--quiet"]
-    assert job.main(args + ["--verify"]) == 0
+            "--workers", "1", "--skip-invalid", "--quiet"]
+    assert job.main(args + ["--verify"]) == 0  # one Ray cluster serves both splits
     out = capsys.readouterr().out
     assert "train:" in out and "val:" in out and "verified" in out and "instances/s" in out
+    assert "train: dropped: nothing" in out  # --skip-invalid reports what it dropped
     assert len(InstanceStore(str(tmp_path / "pq" / "train"))) > 0
-    assert job.main(args + ["--splits", "train"]) == 0
+    assert job.main(args + ["--splits", "train"]) == 0  # nothing left to do: Ray is not even started
     assert "2 already done" in capsys.readouterr().out
 
 

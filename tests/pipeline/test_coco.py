@@ -177,7 +177,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("mutate,kind,record,verify", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
-def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, mutate, kind, record, verify):
+def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, caplog, mutate, kind, record, verify):
     path = write_tiny_coco(tmp_path, mutate)
     with pytest.raises(ValueError) as err:
         load_coco(str(path), str(tmp_path), verify_images=verify)
@@ -187,6 +187,7 @@ def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, mutate, kind, r
     assert ds.report.dropped[kind] >= 1
     assert sum(ds.report.dropped.values()) == ds.report.dropped[kind]
     assert kind in ds.report.summary()
+    assert kind in caplog.text  # skipping is never silent
     kept = sum(len(r) for r in ds.records)
     assert 0 < kept < 3 or kind == C.KIND_DUPLICATE_IMAGE_ID
     # what survives is still a valid dataset for pycocotools

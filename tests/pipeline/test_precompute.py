@@ -154,3 +154,19 @@ def test_stale_tables_are_refused(synth, tables):
         store.integrals(rec.image_id, expected=len(rec) + 1)
     with pytest.raises(ValueError, match="jobs.precompute"):
         InstanceStore(str(tables["integral"][0]) + "-missing")
+
+
+def test_ensure_precomputed_feeds_parquet_batches(ray_cluster, tmp_path):
+    from pipeline.config import DataConfig
+    from pipeline.datasets import build_datasets, iterate_batches
+
+    cfg = DataConfig(synthetic_dir=str(tmp_path / "syn"), synthetic_train_images=4, synthetic_val_images=1,
+                     synthetic_size=64, scale=64, integrals="parquet", parquet_images_per_shard=2)
+    dirs = P.ensure_precomputed(cfg)
+    assert sorted(dirs) == ["train", "val"] and all(os.path.isdir(d) for d in dirs.values())
+    assert ray.is_initialized()  # the caller's cluster is left running
+    train, val = build_datasets(cfg)
+    batch = next(iterate_batches(train, batch_size=2, seed=0, shuffle=True))
+    for t in batch.targets:
+        assert t["integrals"].affine is not None and len(t["integrals"]) == t["labels"].shape[0]
+        assert (t["integrals"].areas() > 0).all()

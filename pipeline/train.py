@@ -1,0 +1,168 @@
+"""One training step and the schedule around it (SPEC §6). Pure torch: Ray lives in trainer.py.
+
+`train_step(model, batch, assign_fn, optimizer, ...)`:
+  batch → model (bf16 autocast on CUDA only) → `assign_fn` per image (the assigners' contract,
+  with the targets' `integrals`) → `losses_fn` (model.losses) → one all-ranks finiteness vote →
+  backward → clip the gradient norm at 35 → SGD step → floats for logging.
+
+A non-finite loss (or gradient norm) skips the whole step on every rank: no update, BatchNorm
+running statistics put back, `skipped = 1` in the returned dict for the caller to count and log. The vote is one all-reduce so
+that DDP ranks never disagree about calling backward (they would deadlock).
+
+Learning rate (`lr_factor`): the SGD learning rate is `scaled_lr` (lr × global batch /
+lr_reference_batch, the linear scaling rule) times
+- step: 0.1^(number of milestones ≤ iteration); milestones = step_epochs × iterations per epoch;
+- cosine: ½(1 + cos(π·it/total)) down to 0 (maYOLACT's `min_lr_ratio=0`), per iteration;
+and, during the first `warmup_iters`, times the linear warm-up `r + (1 − r)·it/warmup_iters`
+(mmdet's linear warm-up, r = 0.1). `max_iters` truncates the schedule; milestones stay in epochs.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from functools import partial
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from pipeline.config import TrainConfig, resolve_mask_loss_weight
+
+STEP_DECAY = 0.1  # SPEC §6: ×0.1 at each milestone
+SCHEDULES = ("step", "cosine")
+LOSS_PREFIX = "loss_"
+
+
+def scaled_lr(lr: float, global_batch: int, reference_batch: int) -> float:
+    """Linear scaling rule: `lr` is quoted for `reference_batch` images per step."""
+    if global_batch <= 0 or reference_batch <= 0:
+        raise ValueError(f"batch sizes must be positive, got global_batch={global_batch}, "
+                         f"reference_batch={reference_batch}")
+    return lr * global_batch / reference_batch
+
+
+def lr_factor(iteration: int, *, total_iters: int, warmup_iters: int, warmup_ratio: float,
+              schedule: str, milestones: tuple[int, ...] = ()) -> float:
+    """Multiplier of the base learning rate at `iteration` (0-based, the step about to run)."""
+    if schedule == "step":
+        factor = STEP_DECAY ** sum(iteration >= m for m in milestones)
+    elif schedule == "cosine":
+        progress = min(iteration, total_iters) / max(total_iters, 1)
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {list(SCHEDULES)}")
+    if iteration < warmup_iters:
+        factor *= warmup_ratio + (1.0 - warmup_ratio) * iteration / warmup_iters
+    return factor
+
+
+def total_iterations(cfg: TrainConfig, iters_per_epoch: int) -> int:
+    """`max_iters` when set, else `epochs` full epochs."""
+    if iters_per_epoch <= 0:
+        raise ValueError(f"iters_per_epoch must be positive, got {iters_per_epoch} (dataset "
+                         "smaller than one global batch?)")
+    return cfg.max_iters if cfg.max_iters is not None else cfg.epochs * iters_per_epoch
+
+
+def make_lr_lambda(cfg: TrainConfig, iters_per_epoch: int) -> Callable[[int], float]:
+    """The schedule of a run as a `LambdaLR` function of the iteration."""
+    return partial(lr_factor, total_iters=total_iterations(cfg, iters_per_epoch),
+                   warmup_iters=cfg.warmup_iters, warmup_ratio=cfg.warmup_ratio,
+                   schedule=cfg.schedule,
+                   milestones=tuple(e * iters_per_epoch for e in cfg.step_epochs))
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int):
+    """SGD (momentum, weight decay on every parameter as in the official config) + LambdaLR.
+
+    The scheduler is created by the caller once iterations per epoch are known:
+    `torch.optim.lr_scheduler.LambdaLR(opt, make_lr_lambda(cfg, ipe))`.
+    """
+    lr = scaled_lr(cfg.lr, cfg.batch_size * world_size, cfg.lr_reference_batch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The weights `model.losses` takes (SPEC §5); mask 6.125 (fixed IoU) or 8 (ATSS)."""
+    return {"loss_cls": cfg.loss_cls, "loss_box": cfg.loss_box,
+            "loss_mask": resolve_mask_loss_weight(cfg), "loss_sem": cfg.loss_sem}
+
+
+def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
+    """Targets with every tensor (and the MaskIntegrals) on `device`; other values untouched."""
+    return [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in t.items()} for t in targets]
+
+
+@torch.no_grad()
+def assign_batch(assign_fn: Callable, out: dict[str, Any], targets: list[dict]) -> list[Tensor]:
+    """`assign_fn` once per image over the shared anchors -> list of LongTensor[A]."""
+    anchors = out["anchors"].detach().float()  # [A, 4]
+    per_level = list(out["num_anchors_per_level"])
+    return [assign_fn(t["boxes"], t["masks"], anchors, per_level, t.get("integrals"))
+            for t in targets]
+
+
+def _all_ranks_finite(value: Tensor) -> bool:
+    """True when `value` is finite on every DDP rank (one MIN all-reduce; local otherwise)."""
+    flag = torch.isfinite(value.detach()).all().to(torch.int32).reshape(1)  # [1]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+@torch.no_grad()
+def _restore(buffers: list[Tensor], saved: list[Tensor]) -> None:
+    for b, s in zip(buffers, saved):
+        b.copy_(s)
+
+
+def _float32(out: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v)
+            for k, v in out.items()}
+
+
+def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn: Callable,
+               optimizer: torch.optim.Optimizer, *, losses_fn: Callable, weights: dict[str, Any],
+               grad_clip: float | None = 35.0, amp: bool = False) -> dict[str, float]:
+    """One SGD step; returns floats: `loss`, each `loss_*`, `num_pos`, `grad_norm`, `skipped`.
+
+    `images` [B,3,S,S] and `targets` are already on the model's device. Positives are the
+    anchors assigned a GT index (>= 0; the assigners' sentinels are negative).
+    """
+    model.train()
+    device = images.device
+    # BatchNorm running statistics change in the forward pass: a skipped step puts them back, so
+    # that a non-finite batch leaves no trace in the model (NaN statistics would never recover).
+    buffers = list(model.buffers())
+    saved = [b.detach().clone() for b in buffers]
+    use_amp = amp and device.type == "cuda"  # bf16 autocast is a CUDA-only option (SPEC/issue)
+    ctx = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+    with ctx:
+        out = model(images)
+    if use_amp:
+        out = _float32(out)
+    matched = assign_batch(assign_fn, out, targets)
+    losses = losses_fn(out, targets, matched, weights)
+    total = sum(v for k, v in losses.items() if k.startswith(LOSS_PREFIX))
+    stats = {k: float(v.detach()) for k, v in losses.items() if k.startswith(LOSS_PREFIX)}
+    stats["loss"] = float(total.detach())
+    stats["num_pos"] = float(sum(int((m >= 0).sum()) for m in matched))
+    optimizer.zero_grad(set_to_none=True)
+    if not _all_ranks_finite(total):
+        _restore(buffers, saved)
+        return {**stats, "grad_norm": float("nan"), "skipped": 1.0}
+    total.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if grad_clip:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    # Gradients are identical on every rank after DDP's all-reduce, so this vote is unanimous.
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        _restore(buffers, saved)
+        return {**stats, "grad_norm": float(norm), "skipped": 1.0}
+    optimizer.step()
+    return {**stats, "grad_norm": float(norm), "skipped": 0.0}

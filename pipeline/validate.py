@@ -1,0 +1,155 @@
+"""Evaluating a trained model on the validation set: COCO metrics, fps, overlays. No Ray.
+
+`evaluate_model(model, val_set, eval_cfg, device, rank=0, world=1, out_dir=None)`:
+1. every rank predicts its share of the val images (indices rank, rank+W, …; eval resize, no
+   augmentation), post-processes them to original-image coordinates (`model.postprocess`) and
+   turns them into COCO results (RLE masks, original category ids) right away, so only compact
+   results cross processes;
+2. the results are gathered on rank 0 (`all_gather_object` when a process group is up), which
+   computes `segm/…` and `bbox/…` AP and oLRP (`pipeline.evaluate`), the fps of model +
+   post-processing at batch 1 (`pipeline.speed`), and writes `coco_results.json` and
+   `overlays/<image_id>.png` for the first `eval_cfg.overlays` images into `out_dir`.
+Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}.
+
+`evaluate_checkpoint(path, ...)` rebuilds the model from a checkpoint's `config.json` and runs
+the same in one process (`jobs.evaluate`).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from model import postprocess
+from pipeline.checkpoint import model_file, read_config, unwrap
+from pipeline.coco import load_image
+from pipeline.config import Config, EvalConfig, apply_overrides
+from pipeline.datasets import InstanceDataset, build_datasets, collate
+from pipeline.evaluate import evaluate_results, predictions_to_coco_results, write_results_json
+from pipeline.overlays import save_overlay
+from pipeline.speed import measure_fps
+
+RESULTS_FILE = "coco_results.json"
+OVERLAY_DIR = "overlays"
+OVERLAY_SCORE_THR = 0.3  # draw only confident detections; evaluation uses all of them
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def precision_name(device: torch.device, amp: bool) -> str:
+    return "bf16-autocast" if amp and device.type == "cuda" else "fp32"
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, orig_sizes: list[tuple[int, int]],
+            eval_cfg: EvalConfig, amp: bool = False) -> list[dict]:
+    """Post-processed detections of one batch (original-image coordinates)."""
+    with _autocast(images.device, amp):
+        out = model(images)
+    return postprocess(out, orig_sizes, eval_cfg)
+
+
+@torch.no_grad()
+def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[int],
+                    eval_cfg: EvalConfig, device: torch.device, batch_size: int,
+                    amp: bool = False) -> list[dict]:
+    """COCO results (RLE masks, original category ids) of `dataset[indices]`."""
+    results: list[dict] = []
+    for start in range(0, len(indices), batch_size):
+        batch = collate([dataset[i] for i in indices[start:start + batch_size]])
+        preds = predict(model, batch.images.to(device), [t["orig_size"] for t in batch.targets],
+                        eval_cfg, amp)
+        for p, t in zip(preds, batch.targets):
+            p["image_id"] = t["image_id"]
+        results += predictions_to_coco_results(preds, dataset.label_to_category)
+    return results
+
+
+def _gather(results: list[dict], world: int) -> list[dict]:
+    if world == 1 or not (dist.is_available() and dist.is_initialized()):
+        return results
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, results)
+    return [r for part in parts for r in part]
+
+
+def speed(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
+          device: torch.device, amp: bool = False) -> dict[str, Any]:
+    """fps of model + post-processing at batch 1 (inputs already on the device)."""
+    n = min(len(dataset), max(eval_cfg.fps_warmup + eval_cfg.fps_runs, 1), 8)
+    items = [dataset[i] for i in range(n)]
+    inputs = [(it["image"][None].to(device), [it["orig_size"]]) for it in items]  # [1, 3, S, S]
+    return measure_fps(lambda x: predict(model, x[0], x[1], eval_cfg, amp), inputs,
+                       warmup=eval_cfg.fps_warmup, runs=eval_cfg.fps_runs, device=device,
+                       precision=precision_name(device, amp))
+
+
+def write_overlays(model: nn.Module, dataset: InstanceDataset, count: int, out_dir: Path,
+                   eval_cfg: EvalConfig, device: torch.device, amp: bool = False) -> list[Path]:
+    paths = []
+    for i in range(min(count, len(dataset))):
+        item = dataset[i]
+        record = dataset.records[i]
+        pred = predict(model, item["image"][None].to(device), [item["orig_size"]], eval_cfg, amp)[0]
+        paths.append(save_overlay(out_dir / OVERLAY_DIR / f"{item['image_id']}.png",
+                                  load_image(record.path, record.image_id), pred,
+                                  dataset.category_names, score_thr=OVERLAY_SCORE_THR))
+    return paths
+
+
+def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
+                   device: torch.device, *, batch_size: int = 4, amp: bool = False, rank: int = 0,
+                   world: int = 1, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Metrics on rank 0 (see the module docstring); {} on the other ranks."""
+    core = unwrap(model)
+    was_training = core.training
+    core.eval()
+    try:
+        mine = list(range(rank, len(dataset), world))
+        results = _gather(predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp),
+                          world)
+        if rank != 0:
+            return {}
+        metrics: dict[str, Any] = evaluate_results(
+            dataset.coco, results, segm_area_from_box=eval_cfg.segm_area_from_box)
+        fps = speed(core, dataset, eval_cfg, device, amp) if eval_cfg.fps_runs > 0 else {}
+        metrics["fps"] = fps.get("fps", float("nan"))
+        metrics["fps_device"] = fps.get("device", str(device))
+        metrics["fps_precision"] = fps.get("precision", precision_name(device, amp))
+        size = dataset.params.scale
+        probe = core(torch.zeros(1, 3, size, size, device=device))  # [1, 3, S, S]
+        metrics["num_anchors"] = int(probe["anchors"].shape[0])
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            write_results_json(results, out_dir / RESULTS_FILE)
+            write_overlays(core, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, amp)
+        return metrics
+    finally:
+        core.train(was_training)
+
+
+def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str | None = None,
+                        overrides: list[str] = (), device: str = "cpu") -> dict[str, Any]:
+    """Evaluate a checkpoint of ours on its (or `data_dir`'s) validation set, in one process."""
+    from pipeline.worker import build_model  # lazy: build_model pulls in the training stack
+
+    cfg = Config.from_dict(read_config(path))
+    if data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    cfg = apply_overrides(cfg, list(overrides))
+    dev = torch.device(device)
+    model = build_model(cfg, load_pretrained=False)
+    model.load_state_dict(torch.load(model_file(path), map_location="cpu", weights_only=True))
+    model.to(dev)
+    _, val_set = build_datasets(cfg.data)
+    return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,
+                          amp=cfg.train.amp, out_dir=out_dir)

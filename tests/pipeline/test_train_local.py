@@ -1,0 +1,65 @@
+"""In-process runs (`train.num_workers=0`: Ray Train's local mode, no cluster) and fine-tuning."""
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from pipeline.checkpoint import MODEL_FILE, load_weights
+from pipeline.trainer import _window_metrics, run_training
+from pipeline.tracking import resolve_tracking_uri
+from pipeline.worker import build_model
+from tests.pipeline.train_support import tiny_config
+
+ITERS = 4
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("local")
+
+
+@pytest.fixture(scope="module")
+def local_run(root):
+    cfg = tiny_config(root, f"train.max_iters={ITERS}", "train.log_every=2",
+                      "train.checkpoint_every=2")
+    return cfg, run_training(cfg, run_name="local")
+
+
+def test_in_process_run_keeps_checkpoints_and_logs_steps(local_run):
+    cfg, result = local_run
+    ckpt = Path(result["checkpoint"])
+    assert ckpt.name == f"iter_{ITERS:07d}" and (ckpt / MODEL_FILE).is_file()
+    assert (ckpt.parent / "iter_0000002" / MODEL_FILE).is_file()  # the intermediate one
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking))
+    assert [m.step for m in client.get_metric_history(result["run_id"], "train/loss")] == [2, 4]
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and "segm/AP" in run.data.metrics
+
+
+def test_fine_tuning_from_our_checkpoint_with_another_class_count(local_run):
+    cfg, result = local_run
+    src = torch.load(Path(result["checkpoint"]) / MODEL_FILE, weights_only=True)
+    three = tiny_config(Path("/nonexistent"), "model.num_classes=3")
+    model = build_model(three, load_pretrained=False)
+    report = load_weights(model, result["checkpoint"])
+    assert report["skipped"] and all(("cls" in k or "semantic" in k) for k in report["skipped"])
+    assert not report["missing"] and not report["unexpected"]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], src[k]) for k in report["loaded"])
+    assert all(state[k].shape != src[k].shape for k in report["skipped"])
+    # through the config, as `train.init_from`
+    via_cfg = build_model(tiny_config(Path("/nonexistent"), "model.num_classes=3",
+                                      f"train.init_from={result['checkpoint']}"))
+    assert torch.equal(via_cfg.state_dict()[report["loaded"][0]], src[report["loaded"][0]])
+
+
+def test_window_metrics_count_skipped_steps_and_leave_them_out_of_means():
+    window = [{"loss": 2.0, "lr": 0.1, "skipped": 0.0}, {"loss": float("nan"), "lr": 0.1, "skipped": 1.0},
+              {"loss": 4.0, "lr": 0.1, "skipped": 0.0}]
+    progress = {"iteration": 30, "epoch": 1, "skipped_steps": 3}
+    m = _window_metrics(window, progress, world=1, device=torch.device("cpu"))
+    assert m == {"iteration": 30, "epoch": 1, "train/loss": 3.0, "train/lr": 0.1,
+                 "train/skipped_steps": 3}
+    all_bad = _window_metrics([{"loss": float("inf"), "skipped": 1.0}], progress, 1, torch.device("cpu"))
+    assert all_bad["train/loss"] != all_bad["train/loss"]  # NaN: nothing finite to average
