@@ -128,6 +128,7 @@ def mask_losses(out: dict, targets: list[dict], matched: torch.Tensor, max_masks
         gt = resize_masks(t["masks"], (Hp, Wp))[g].float()  # [n, Hp, Wp]
         crop = crop_region(gt_boxes, Hp, Wp)  # [n, Hp, Wp]
         bce = F.binary_cross_entropy_with_logits(logits, gt, reduction="none") * crop
+        # area floored at 1 proto pixel²: a sub-pixel GT box must not blow the loss up
         per_mask.append(bce.sum((1, 2)) / box_area(gt_boxes).clamp(min=1.0))
         if mask_alignment:
             prob = out["cls"][b, idx].float().softmax(-1).gather(1, (t["labels"][g] + 1)[:, None]).squeeze(1)
