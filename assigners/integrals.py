@@ -53,14 +53,6 @@ def integral_image(masks: Tensor) -> Tensor:
     return out
 
 
-def count_in_boxes_full(integral: Tensor, boxes: Tensor) -> Tensor:
-    """Mask pixels of each instance inside each box, from full integral images.
-
-    integral int [G, H+1, W+1]; boxes float [G, K, 4] (per-instance boxes) -> int64 [G, K].
-    """
-    return MaskIntegrals.from_full(integral).count(boxes)
-
-
 @dataclass(frozen=True)
 class MaskIntegrals:
     """Per-instance integral images over each mask's own pixel region, in one flat buffer.
@@ -127,7 +119,7 @@ class MaskIntegrals:
             data=data,
             offset=torch.arange(g, device=dev, dtype=torch.int64) * (hp1 * wp1),
             origin=torch.zeros((g, 2), dtype=torch.int64, device=dev),
-            size=torch.tensor([hp1 - 1, wp1 - 1], dtype=torch.int64, device=dev).expand(g, 2),
+            size=torch.tensor([hp1 - 1, wp1 - 1], dtype=torch.int64, device=dev).expand(g, 2),  # [G, 2]
             total=integral[:, -1, -1].to(torch.int64),
             image_size=(hp1 - 1, wp1 - 1),
         ).prepared()
@@ -140,7 +132,7 @@ class MaskIntegrals:
             regions[0].device if regions else torch.device("cpu"))
         sizes = [(int(r.shape[0]) - 1, int(r.shape[1]) - 1) for r in regions]
         starts = list(accumulate((r.numel() for r in regions), initial=0))[:-1]
-        data = (torch.cat([r.reshape(-1).to(device, torch.int32) for r in regions]) if regions
+        data = (torch.cat([r.reshape(-1).to(device, torch.int32) for r in regions]) if regions  # [Σ (h+1)(w+1)]
                 else torch.zeros(0, dtype=torch.int32, device=device))
         return MaskIntegrals._assemble(data, [tuple(o) for o in origins], sizes, starts, image_size)
 
@@ -160,8 +152,8 @@ class MaskIntegrals:
             corners = [c * k for row, k in zip(_PICK, (1, rw + 1, 1, rw + 1)) for c in row]
             rows.append([x0, y0, x0, y0, rw, rh, rw, rh, *corners, st, st, st, st])
         geo = torch.tensor(rows, dtype=torch.float64).reshape(-1, 28).to(dev)  # [G, 28]
-        out.__dict__["_geometry"] = (geo[:, None, 0:4], geo[:, None, 4:8],
-                                     geo[:, 8:24].view(-1, 4, 4), geo[:, None, 24:28])
+        out.__dict__["_geometry"] = (geo[:, None, 0:4], geo[:, None, 4:8],  # [G, 1, 4] each
+                                     geo[:, 8:24].view(-1, 4, 4), geo[:, None, 24:28])  # [G, 4, 4], [G, 1, 4]
         return out.prepared()
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -211,9 +203,10 @@ class MaskIntegrals:
         """The full-size integral images int32 [G, H+1, W+1] (tests and small images)."""
         h, w = self.image_size
         g = len(self)
-        ys = torch.arange(h + 1, device=self.device).view(1, h + 1, 1).expand(g, h + 1, w + 1)
-        xs = torch.arange(w + 1, device=self.device).view(1, 1, w + 1).expand(g, h + 1, w + 1)
-        return self._lookup(ys.reshape(g, -1), xs.reshape(g, -1)).reshape(g, h + 1, w + 1).to(torch.int32)
+        ys = torch.arange(h + 1, device=self.device).view(1, h + 1, 1).expand(g, h + 1, w + 1)  # [G, H+1, W+1]
+        xs = torch.arange(w + 1, device=self.device).view(1, 1, w + 1).expand(g, h + 1, w + 1)  # [G, H+1, W+1]
+        flat = self._lookup(ys.reshape(g, -1), xs.reshape(g, -1))  # [G, (H+1)·(W+1)]
+        return flat.reshape(g, h + 1, w + 1).to(torch.int32)  # [G, H+1, W+1]
 
     # --- queries ----------------------------------------------------------------------------
     def count(self, boxes: Tensor) -> Tensor:

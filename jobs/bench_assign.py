@@ -1,7 +1,7 @@
 """Benchmark: per-image anchor-assignment time of every assigner (python -m jobs.bench_assign).
 
-For S = 550 it builds the two anchor grids of the paper's configs (generated here: jobs/ cannot
-import model/), draws G realistic instances (random star-shaped polygons of COCO-like sizes,
+For S = 550 it lays the two anchor grids of the paper's configs (the model's own, through
+`pipeline.anchor_grids`), draws G realistic instances (random star-shaped polygons of COCO-like sizes,
 rasterised at S×S) and times, per assigner, one call of `ASSIGNERS[name]` per image:
 - "masks": gt_masks given, the integral images are built inside the call;
 - "integrals": precomputed `MaskIntegrals` given (as the data pipeline provides them).
@@ -9,7 +9,8 @@ It also times maIoU over all anchors two ways: "dense_maiou" (integral images, a
 function computes it) and "brute_maiou" (every anchor's pixel rectangle cut out of the masks and
 its pixels counted, no integral image), and checks the two agree bit for bit.
 Mask-free assigners (fixed_iou, atss_iou/giou/diou) ignore masks, so both paths are the same.
-Times are medians over --repeats calls after --warmup calls, taken round-robin over the methods\n(one call of each per round, so that a busy machine slows all alike); CUDA calls are synchronised.
+Times are medians over --repeats calls after --warmup calls, taken round-robin over the methods
+(one call of each per round, so that a busy machine slows all alike); CUDA calls are synchronised.
 """
 from __future__ import annotations
 
@@ -26,41 +27,11 @@ from tqdm import tqdm
 
 from assigners import ASSIGNERS, MaskIntegrals
 from assigners.overlaps import EPS, mask_aware_iou
+from pipeline.anchor_grids import input_anchors
 
-STRIDES = (8, 16, 32, 64, 128)
-YOLACT_CELLS_550 = (69, 35, 18, 9, 5)  # the fixed-IoU configs' grid (550-based strides at any S)
 MASK_AWARE = ("atss_maiou", "atss_gmaiou")
 # COCO instance size mix (fractions of small < 32², medium < 96², large) and area bounds.
 SIZE_MIX = ((0.41, 16, 32**2), (0.34, 32**2, 96**2), (0.25, 96**2, 400**2))
-
-
-def atss_grid(size: int) -> tuple[torch.Tensor, list[int]]:
-    """1 square anchor of 4·stride per cell, centred at the cell corner (j·s, i·s)."""
-    boxes, counts = [], []
-    for s in STRIDES:
-        n = math.ceil(size / s)
-        ys, xs = torch.meshgrid(torch.arange(n) * s, torch.arange(n) * s, indexing="ij")
-        c = torch.stack([xs.flatten(), ys.flatten()], 1).float()  # [n², 2]
-        boxes.append(torch.cat([c - 2 * s, c + 2 * s], 1))  # [n², 4]
-        counts.append(n * n)
-    return torch.cat(boxes), counts
-
-
-def yolact_grid(size: int) -> tuple[torch.Tensor, list[int]]:
-    """3 anchors per cell (h/w ratios 0.5, 1, 2) of size 3·base, base 8..128, centred at
-    (i + 0.5)·550/n with n = 69, 35, 18, 9, 5 (the 550-based strides at every S, paper preset);
-    cells = ceil(S / base) per level; row-major, ratio-minor."""
-    boxes, counts = [], []
-    for n550, s in zip(YOLACT_CELLS_550, STRIDES):
-        n, step = math.ceil(size / s), 550 / n550
-        ys, xs = torch.meshgrid((torch.arange(n) + 0.5) * step, (torch.arange(n) + 0.5) * step, indexing="ij")
-        c = torch.stack([xs.flatten(), ys.flatten()], 1).float()  # [n², 2]
-        r = torch.tensor([0.5, 1.0, 2.0]).sqrt()  # h/w = r² -> h = side·√r, w = side/√r
-        half = torch.stack([3 * s / r, 3 * s * r], 1) / 2  # [3, 2] (w/2, h/2)
-        cc = c[:, None, :]  # [n², 1, 2]
-        boxes.append(torch.cat([cc - half, cc + half], 2).reshape(-1, 4))  # [3n², 4]
-        counts.append(3 * n * n)
-    return torch.cat(boxes), counts
 
 
 def polygon_instances(gen: torch.Generator, g: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +110,7 @@ def median_times(fns: dict[str, Callable[[], object]], device: torch.device, rep
 
 def run(size: int, gts: list[int], devices: list[str], repeats: int, warmup: int, brute: bool,
         seed: int) -> list[dict]:
-    grids = {"atss": atss_grid(size), "fixed": yolact_grid(size)}
+    grids = {"atss": input_anchors("atss", size), "fixed": input_anchors("yolact", size)}
     rows = []
     jobs = [(d, g, grid) for d in devices for g in gts for grid in grids]
     for device_name, g, grid in tqdm(jobs, desc="bench_assign", file=sys.stderr):
@@ -226,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = run(args.size, args.gts, devices, args.repeats, args.warmup, not args.no_brute, args.seed)
-    print(f"S={args.size}, anchors: atss grid {len(atss_grid(args.size)[0])}, fixed grid "
-          f"{len(yolact_grid(args.size)[0])}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"S={args.size}, anchors: atss grid {len(input_anchors('atss', args.size)[0])}, fixed grid "
+          f"{len(input_anchors('yolact', args.size)[0])}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(table(rows, args.gts))
     print(summary(rows))
     return 0

@@ -31,7 +31,7 @@ import ray
 import torch
 
 from assigners import ASSIGNERS, BACKGROUND
-from pipeline.analysis import atss_anchors
+from pipeline.anchor_grids import input_anchors
 from pipeline.augment import AugmentParams, transform
 from pipeline.coco import instance_rles, load_coco, load_image
 from pipeline.config import DataConfig
@@ -105,7 +105,7 @@ def bench_a_vs_b(source, parquet_dirs: dict[str, str], scale: int, seed: int) ->
     params = AugmentParams(scale=scale)
     ds = InstanceDataset(source, params)
     stores = {layout: InstanceStore(d) for layout, d in parquet_dirs.items()}
-    anchors, per_level = atss_anchors(scale)
+    anchors, per_level = input_anchors("atss", scale)
     assign = ASSIGNERS["atss_maiou"]
     t_aug, t_b, t_from_masks = [], [], []
     t_a = {layout: [] for layout in stores}

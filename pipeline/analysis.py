@@ -10,36 +10,15 @@ is kept; maIoU is counted on the original-resolution masks through
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
 import torch
 
 from assigners import box_iou, mask_aware_iou
+from pipeline.anchor_grids import input_anchors
 from pipeline.instance_table import InstanceStore
 from pipeline.plots import plot_iou_vs_maiou, plot_mob_distribution
-
-ATSS_STRIDES = (8, 16, 32, 64, 128)
-ATSS_ANCHOR_SCALE = 4  # anchor side = 4 · stride (octave_base_scale of the official ATSS configs)
-
-
-def atss_anchors(scale: int, strides=ATSS_STRIDES) -> tuple[torch.Tensor, list[int]]:
-    """One square anchor per location, side 4·stride, centred on the cell corner (i·s, j·s)
-    (SPEC §4, paper preset); levels of ceil(S / stride) cells (69, 35, 18, 9, 5 at 550).
-
-    Returns anchors float32 [A, 4] xyxy (order: level, row, column) and the count per level.
-    """
-    out, counts = [], []
-    for s in strides:
-        n = math.ceil(scale / s)
-        centres = torch.arange(n, dtype=torch.float32) * s  # [n]
-        cy, cx = torch.meshgrid(centres, centres, indexing="ij")  # [n, n] each
-        half = ATSS_ANCHOR_SCALE * s / 2
-        boxes = torch.stack([cx - half, cy - half, cx + half, cy + half], -1).reshape(-1, 4)  # [n·n, 4]
-        out.append(boxes)
-        counts.append(n * n)
-    return torch.cat(out), counts
 
 
 def mob_table(store: InstanceStore) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +29,7 @@ def mob_table(store: InstanceStore) -> tuple[np.ndarray, np.ndarray]:
 
 def iou_maiou_pairs(store: InstanceStore, scale: int, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """IoU and maIoU of every (GT, ATSS anchor) pair with IoU > 0, over up to `max_images` images."""
-    anchors, _ = atss_anchors(scale)
+    anchors, _ = input_anchors("atss", scale)
     ious, maious = [], []
     image_ids = list(store.index)[:max_images] if max_images else list(store.index)
     boxes_all = store.table.column("box").combine_chunks().values.to_numpy().reshape(-1, 4)  # [N, 4]

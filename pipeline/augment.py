@@ -40,6 +40,7 @@ STD = np.array([58.40, 57.12, 57.38], dtype=np.float32)
 # so that an image whose boxes no crop can satisfy still terminates (then: no crop).
 MAX_CROP_MODES = 100
 NO_CROP, ANY_CROP = 1.0, 0.0  # mmdetection's mode sentinels among the min-IoU values
+UNION_EPS = 1e-6  # floor of the patch-box union in the crop's IoU (mmdetection's bbox_overlaps eps)
 MIN_SCALE = 32  # the coarsest ATSS level (stride 128) still needs a few pixels per cell at P3
 
 
@@ -203,7 +204,7 @@ def _patch_iou(patches: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = iw * ih
     area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])  # [n, 1]
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # [1, G]
-    return inter / np.maximum(area_p + area_b - inter, 1e-6)
+    return inter / np.maximum(area_p + area_b - inter, UNION_EPS)
 
 
 # --- resampling ------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def decode_masks(record: ImageRecord) -> np.ndarray:
     if len(record) == 0:
         return np.zeros((0, record.height, record.width), dtype=bool)
     stacked = mask_utils.decode(instance_rles(record))  # uint8 [H, W, G]
-    return np.ascontiguousarray(stacked.transpose(2, 0, 1)).astype(bool)
+    return np.ascontiguousarray(stacked.transpose(2, 0, 1)).astype(bool)  # [G, H, W]
 
 
 def load_image(path: str, image_id: int | None = None) -> np.ndarray:

@@ -51,8 +51,8 @@ class Problems:
         listed = "\n  ".join(m for _, m in self.items[:MAX_LISTED_PROBLEMS])
         more = len(self.items) - MAX_LISTED_PROBLEMS
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise ValueError(f"invalid COCO dataset ({len(self.items)} problems; data.skip_invalid=true "
-                         f"drops such records):\n  {listed}{tail}")
+        raise ValueError(f"invalid COCO dataset ({len(self.items)} problems; --skip-invalid or "
+                         f"--set data.skip_invalid=true drops such records):\n  {listed}{tail}")
 
 
 def check_image_file(path: str, im: dict, verify: bool) -> tuple[str | None, str]:

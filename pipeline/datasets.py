@@ -261,14 +261,17 @@ def load_split(data_cfg, split: str) -> CocoDataset:
                      verify_images=data_cfg.verify_images)
 
 
+def build_dataset(data_cfg, split: str) -> InstanceDataset:
+    """One split's dataset: "train" augments (when `data_cfg.augment`) and leaves out images
+    without annotations; "val" is resize-only and keeps every image."""
+    train = split == "train"
+    params = AugmentParams(scale=data_cfg.scale, train=train and data_cfg.augment,
+                           min_box_size=data_cfg.min_box_size)
+    parquet = parquet_split_dir(data_cfg, split) if data_cfg.integrals == "parquet" else None
+    return InstanceDataset(load_split(data_cfg, split), params, data_cfg.integrals, parquet,
+                           keep_empty=not train)
+
+
 def build_datasets(data_cfg) -> tuple[InstanceDataset, InstanceDataset]:
-    """(train, val) datasets for a DataConfig; val keeps images without annotations."""
-    out = []
-    for split in SPLITS:
-        train = split == "train"
-        params = AugmentParams(scale=data_cfg.scale, train=train and data_cfg.augment,
-                               min_box_size=data_cfg.min_box_size)
-        parquet = parquet_split_dir(data_cfg, split) if data_cfg.integrals == "parquet" else None
-        out.append(InstanceDataset(load_split(data_cfg, split), params, data_cfg.integrals, parquet,
-                                   keep_empty=not train))
-    return out[0], out[1]
+    """(train, val) datasets for a DataConfig (see `build_dataset`)."""
+    return build_dataset(data_cfg, "train"), build_dataset(data_cfg, "val")

@@ -23,3 +23,11 @@ def test_precompute_job_writes_both_splits_then_skips(tmp_path, capsys):
 def test_precompute_job_reports_bad_input(tmp_path, capsys):
     assert job.main(["--data", str(tmp_path), "--quiet"]) == 2
     assert "annotation file not found" in capsys.readouterr().err
+
+
+def test_precompute_job_checks_split_names_before_any_work(tmp_path, capsys):
+    generate(str(tmp_path / "data"), 2, 1, 64, seed=0, workers=1, progress=False)
+    assert job.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pq"), "--splits", "train,test",
+                     "--quiet"]) == 2
+    assert "unknown split(s) ['test']" in capsys.readouterr().err
+    assert not (tmp_path / "pq").exists()  # nothing was written for the valid split either

@@ -10,8 +10,8 @@ from assigners import ASSIGNERS
 from model import Yolact, losses, postprocess
 
 S = 128
-MAX_ITERS = 400
-CHECK_EVERY = 25
+MAX_ITERS = 300
+CHECK_EVERY = 10
 
 
 def _scenes(n: int, seed: int = 0):

@@ -76,7 +76,8 @@ def _keras_forward(k, pixels_rgb):
 
     def conv_bn(x, conv, bn, stride, pad, relu=True):
         y = F.conv2d(x, t[f"{conv}/kernel"].permute(3, 2, 0, 1), t[f"{conv}/bias"], stride, pad)
-        y = (y - t[f"{bn}/moving_mean"].view(1, -1, 1, 1)) / (t[f"{bn}/moving_variance"].view(1, -1, 1, 1) + 1e-3).sqrt()
+        var = t[f"{bn}/moving_variance"].view(1, -1, 1, 1)
+        y = (y - t[f"{bn}/moving_mean"].view(1, -1, 1, 1)) / (var + 1e-3).sqrt()
         y = y * t[f"{bn}/gamma"].view(1, -1, 1, 1) + t[f"{bn}/beta"].view(1, -1, 1, 1)
         return y.relu() if relu else y
 

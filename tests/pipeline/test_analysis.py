@@ -1,20 +1,11 @@
 import numpy as np
-import torch
 
 from pipeline import analysis as AN
+from pipeline.anchor_grids import input_anchors
 from pipeline.coco import decode_masks
 from pipeline.instance_table import InstanceStore
 from pipeline.synthetic import generate
 from tests.pipeline.fixtures_data import write_tables_without_ray
-
-
-def test_atss_anchors_at_550():
-    anchors, counts = AN.atss_anchors(550)
-    assert counts == [69 * 69, 35 * 35, 18 * 18, 9 * 9, 5 * 5] and anchors.shape == (6416, 4)
-    np.testing.assert_array_equal(anchors[1], [-8, -16, 24, 16])  # level 0, row 0, column 1
-    np.testing.assert_array_equal(anchors[69], [-16, -8, 16, 24])  # level 0, row 1, column 0
-    np.testing.assert_array_equal(anchors[counts[0] + 1], [-16, -32, 48, 32])  # stride 16, side 64
-    assert anchors.dtype == torch.float32
 
 
 def test_pairs_match_a_brute_force_maiou(tmp_path):
@@ -24,7 +15,7 @@ def test_pairs_match_a_brute_force_maiou(tmp_path):
     store = InstanceStore(str(tmp_path / "pq"))
     scale = 64
     iou, maiou = AN.iou_maiou_pairs(store, scale)
-    anchors, _ = AN.atss_anchors(scale)
+    anchors, _ = input_anchors("atss", scale)
     ref_iou, ref_maiou = [], []
     for r in source.records:
         masks = decode_masks(r)  # [G, 80, 80] original frame
