@@ -47,7 +47,8 @@ def _candidates(gt_boxes: Tensor, centres: Tensor, num_anchors_per_level: Sequen
     gc = _centres(gt_boxes)  # [G, 2]
     dx = centres[None, :, 0] - gc[:, None, 0]  # [G, A]
     dy = centres[None, :, 1] - gc[:, None, 1]  # [G, A]
-    # The official sqrt(dx² + dy²), each step rounded as there (no fused multiply-add), in place.
+    # The official sqrt(dx² + dy²), each step rounded as there (no fused multiply-add), in place;
+    # ranked in float32 like the official code.
     d = dx.mul_(dx).add_(dy.mul_(dy)).sqrt_().to(torch.float32)  # [G, A]
     bits = d.view(torch.int32).to(torch.int64)  # [G, A]
     index = torch.arange(centres.shape[0], device=centres.device)  # [A]
@@ -97,6 +98,7 @@ def atss_assign(gt_boxes: Tensor, anchors: Tensor, num_anchors_per_level: Sequen
     return torch.where(winner < g, winner, matched)
 
 
+@torch.no_grad()  # an assignment is not differentiable; also keeps the in-place ops legal
 def assign_atss(gt_boxes: Tensor, gt_masks: Tensor | None, anchors: Tensor, num_anchors_per_level: Sequence[int],
                 integral: MaskIntegrals | Tensor | None = None, *, overlap: Callable[..., Tensor],
                 mask_aware: bool = False) -> Tensor:

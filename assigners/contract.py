@@ -5,6 +5,7 @@ anchor, `IGNORE` an anchor that is neither (fixed-IoU anchors with 0.4 <= IoU < 
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -49,6 +50,19 @@ def check_integral(integral: object, gt_boxes: Tensor, name: str = "integral") -
     return mi
 
 
+def _level_sizes(num_anchors_per_level: object) -> list[int]:
+    """A sequence of non-negative integers (Python or NumPy ints) -> list[int]."""
+    try:
+        if isinstance(num_anchors_per_level, (str, bytes, Tensor)) or not isinstance(num_anchors_per_level, Sequence):
+            raise TypeError
+        levels = [operator.index(n) for n in num_anchors_per_level]
+    except TypeError:
+        levels = None
+    if levels is None or any(n < 0 for n in levels):
+        raise ValueError(f"num_anchors_per_level must be a list of non-negative ints, got {num_anchors_per_level!r}")
+    return levels
+
+
 def check_assign_inputs(gt_boxes: object, gt_masks: object, anchors: object, num_anchors_per_level: object,
                         integral: object, needs_masks: bool) -> MaskIntegrals | None:
     """Validate an assigner call; returns the integrals to count with (None if not needed).
@@ -66,12 +80,9 @@ def check_assign_inputs(gt_boxes: object, gt_masks: object, anchors: object, num
             raise ValueError(f"gt_masks must be bool, got {gt_masks.dtype} (shape {_shape(gt_masks)})")
         if gt_masks.device != gt_boxes.device:
             raise ValueError(f"gt_masks (shape {_shape(gt_masks)}) is on {gt_masks.device}, gt_boxes on {gt_boxes.device}")
-    if (isinstance(num_anchors_per_level, (str, bytes)) or not isinstance(num_anchors_per_level, Sequence)
-            or not all(isinstance(n, int) and n >= 0 for n in num_anchors_per_level)):
-        raise ValueError(f"num_anchors_per_level must be a list of non-negative ints, got {num_anchors_per_level!r}")
-    if sum(num_anchors_per_level) != a:
-        raise ValueError(f"num_anchors_per_level {list(num_anchors_per_level)} sums to {sum(num_anchors_per_level)} "
-                         f"but anchors has shape {_shape(anchors)}")
+    levels = _level_sizes(num_anchors_per_level)
+    if sum(levels) != a:
+        raise ValueError(f"num_anchors_per_level {levels} sums to {sum(levels)} but anchors has shape {_shape(anchors)}")
     if not needs_masks:
         if integral is not None:
             check_integral(integral, gt_boxes)

@@ -43,6 +43,7 @@ def fixed_iou_assign(overlaps: Tensor, pos_thr: float = POS_THR, neg_thr: float 
     return torch.where(forced != _NO_GT, forced, matched)
 
 
+@torch.no_grad()  # an assignment is not differentiable
 def assign_fixed_iou(gt_boxes: Tensor, gt_masks: Tensor | None, anchors: Tensor,
                      num_anchors_per_level: Sequence[int], integral: MaskIntegrals | Tensor | None = None) -> Tensor:
     """The registry's entry point: box IoU then `fixed_iou_assign` (masks are not used)."""

@@ -2,11 +2,14 @@
 
 Two forms:
 - `integral_image(masks)` -> int32 [G, H+1, W+1], `I[g, y, x]` = mask pixels with row < y and
-  col < x (SPEC §2). Simple; for tests, small images and masks given at assignment time.
+  col < x (SPEC §2). Simple; for tests and small images.
 - `MaskIntegrals`: the compact per-image form. Each instance keeps only the integral image of
   the region that holds all its mask pixels, all of them in one flat int32 buffer, so a batch of
   instances costs O(Σ region area) instead of O(G·H·W) and a lookup is one vectorised gather.
   `MaskIntegrals.from_full(I)` wraps a full integral image without copying (region = image).
+  The constructors also build small per-instance lookup tables (`prepared()`), which `to`,
+  `select`, `with_transform` and pickling carry along, so that counting in the training step
+  is a handful of tensor ops.
 
 Counting follows the official maIoU code: box corners rounded half to even (`torch.round`),
 clamped to the image, and the half-open pixel rectangle [x1, x2) × [y1, y2) counted.
@@ -28,30 +31,26 @@ from torch import Tensor
 
 # A row prefix sum of a bool row fits int16 while the row is shorter than this.
 _INT16_ROW_LIMIT = 2**15
-# Signs of the corners I[y1,x1], I[y1,x2], I[y2,x1], I[y2,x2] in a box's pixel count.
-_SIGNS = (1.0, -1.0, -1.0, 1.0)
-_CORNER_SIGNS = {dt: torch.tensor(_SIGNS, dtype=dt) for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+# The corners I[y1,x1], I[y1,x2], I[y2,x1], I[y2,x2] of a box: their signs in its pixel count,
+# and which rectangle coordinate (row: x1, y1, x2, y2) enters each corner's buffer index.
+_CORNER_SIGNS = (1.0, -1.0, -1.0, 1.0)
+_PICK = ((1, 0, 1, 0), (1, 1, 0, 0), (0, 1, 0, 1), (0, 0, 1, 1))
 
 
 def integral_image(masks: Tensor) -> Tensor:
     """bool [G, H, W] -> int32 [G, H+1, W+1] with a leading zero row and column."""
     if masks.dim() != 3:
         raise ValueError(f"masks must be [G, H, W], got shape {tuple(masks.shape)}")
+    if masks.dtype != torch.bool:
+        raise ValueError(f"masks must be bool, got {masks.dtype} (shape {tuple(masks.shape)})")
     g, h, w = masks.shape
     out = torch.zeros((g, h + 1, w + 1), dtype=torch.int32, device=masks.device)
     # Row sums in int16 first (exact for rows < 2^15 pixels): half the memory traffic of int32.
     row_dtype = torch.int16 if w < _INT16_ROW_LIMIT else torch.int32
-    rows = masks.to(row_dtype).cumsum(2, dtype=row_dtype)  # [G, H, W]
-    torch.cumsum(rows, 1, dtype=torch.int32, out=out[:, 1:, 1:])
+    pixels = masks.view(torch.uint8)  # [G, H, W]
+    for i in range(g):  # a 2-D column cumsum per instance is ~2× faster than one over [G, H, W]
+        out[i, 1:, 1:] = pixels[i].cumsum(1, dtype=row_dtype).cumsum(0, dtype=torch.int32)
     return out
-
-
-def count_in_boxes_full(integral: Tensor, boxes: Tensor) -> Tensor:
-    """Mask pixels of each instance inside each box, from full integral images.
-
-    integral int [G, H+1, W+1]; boxes float [G, K, 4] (per-instance boxes) -> int64 [G, K].
-    """
-    return MaskIntegrals.from_full(integral).count(boxes)
 
 
 @dataclass(frozen=True)
@@ -103,17 +102,8 @@ class MaskIntegrals:
             row_dtype = torch.int16 if rw < _INT16_ROW_LIMIT else torch.int32
             region = data[starts[i]:starts[i] + lengths[i]].view(rh + 1, rw + 1)  # [h+1, w+1]
             region[1:, 1:] = pixels[i, a:b, c:d].cumsum(1, dtype=row_dtype).cumsum(0, dtype=torch.int32)
-        offset = torch.tensor(starts, dtype=torch.int64).to(dev)
-        last = offset + torch.tensor(lengths, dtype=torch.int64).to(dev) - 1  # [G] each region's I[h, w]
         origins = [(a, c) if rh else (0, 0) for (a, _, c, _), (rh, _) in zip(bounds, sizes)]
-        return MaskIntegrals(
-            data=data,
-            offset=offset,
-            origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(dev),
-            size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(dev),
-            total=data[last].to(torch.int64),
-            image_size=(h, w),
-        )
+        return MaskIntegrals._assemble(data, origins, sizes, starts, (h, w))
 
     @staticmethod
     def from_full(integral: Tensor) -> "MaskIntegrals":
@@ -129,10 +119,10 @@ class MaskIntegrals:
             data=data,
             offset=torch.arange(g, device=dev, dtype=torch.int64) * (hp1 * wp1),
             origin=torch.zeros((g, 2), dtype=torch.int64, device=dev),
-            size=torch.tensor([hp1 - 1, wp1 - 1], dtype=torch.int64, device=dev).expand(g, 2),
+            size=torch.tensor([hp1 - 1, wp1 - 1], dtype=torch.int64, device=dev).expand(g, 2),  # [G, 2]
             total=integral[:, -1, -1].to(torch.int64),
             image_size=(hp1 - 1, wp1 - 1),
-        )
+        ).prepared()
 
     @staticmethod
     def from_regions(regions: list[Tensor], origins: list[tuple[int, int]], image_size: tuple[int, int],
@@ -141,19 +131,30 @@ class MaskIntegrals:
         device = torch.device(device) if device is not None else (
             regions[0].device if regions else torch.device("cpu"))
         sizes = [(int(r.shape[0]) - 1, int(r.shape[1]) - 1) for r in regions]
-        lengths = torch.tensor([r.numel() for r in regions], dtype=torch.int64)
-        offset = torch.cumsum(lengths, 0) - lengths
-        data = (torch.cat([r.reshape(-1).to(device, torch.int32) for r in regions]) if regions
+        starts = list(accumulate((r.numel() for r in regions), initial=0))[:-1]
+        data = (torch.cat([r.reshape(-1).to(device, torch.int32) for r in regions]) if regions  # [Σ (h+1)(w+1)]
                 else torch.zeros(0, dtype=torch.int32, device=device))
-        last = (offset + lengths - 1).to(device)  # [G] flat index of each region's I[h, w]
-        return MaskIntegrals(
-            data=data,
-            offset=offset.to(device),
-            origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2).to(device),
-            size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2).to(device),
-            total=data[last].to(torch.int64),
-            image_size=(int(image_size[0]), int(image_size[1])),
-        )
+        return MaskIntegrals._assemble(data, [tuple(o) for o in origins], sizes, starts, image_size)
+
+    @staticmethod
+    def _assemble(data: Tensor, origins: list[tuple[int, int]], sizes: list[tuple[int, int]],
+                  starts: list[int], image_size: tuple[int, int]) -> "MaskIntegrals":
+        """The instance table and lookup tables from host-side region lists, in two transfers."""
+        dev = data.device
+        meta = torch.tensor([[y0, x0, rh, rw, st, st + (rh + 1) * (rw + 1) - 1]
+                             for (y0, x0), (rh, rw), st in zip(origins, sizes, starts)],
+                            dtype=torch.int64).reshape(-1, 6).to(dev)  # [G, 6]
+        out = MaskIntegrals(data=data, offset=meta[:, 4], origin=meta[:, 0:2], size=meta[:, 2:4],
+                            total=data[meta[:, 5]].to(torch.int64),
+                            image_size=(int(image_size[0]), int(image_size[1])))
+        rows = []
+        for (y0, x0), (rh, rw), st in zip(origins, sizes, starts):
+            corners = [c * k for row, k in zip(_PICK, (1, rw + 1, 1, rw + 1)) for c in row]
+            rows.append([x0, y0, x0, y0, rw, rh, rw, rh, *corners, st, st, st, st])
+        geo = torch.tensor(rows, dtype=torch.float64).reshape(-1, 28).to(dev)  # [G, 28]
+        out.__dict__["_geometry"] = (geo[:, None, 0:4], geo[:, None, 4:8],  # [G, 1, 4] each
+                                     geo[:, 8:24].view(-1, 4, 4), geo[:, None, 24:28])  # [G, 4, 4], [G, 1, 4]
+        return out.prepared()
 
     # --- plumbing ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -165,27 +166,47 @@ class MaskIntegrals:
 
     def to(self, device: torch.device | str) -> "MaskIntegrals":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(self, data=move(self.data), offset=move(self.offset), origin=move(self.origin),
-                       size=move(self.size), total=move(self.total), affine=move(self.affine),
-                       window=move(self.window))
+        moved = replace(self, data=move(self.data), offset=move(self.offset), origin=move(self.origin),
+                        size=move(self.size), total=move(self.total), affine=move(self.affine),
+                        window=move(self.window))
+        return self._carry(moved, per_instance=move, shared=move)
 
     def select(self, index: Tensor) -> "MaskIntegrals":
         """Keep the instances `index` (bool [G] or int64 [G']), sharing the buffer."""
-        return replace(self, offset=self.offset[index], origin=self.origin[index], size=self.size[index],
+        kept = replace(self, offset=self.offset[index], origin=self.origin[index], size=self.size[index],
                        total=self.total[index])
+        return self._carry(kept, per_instance=lambda t: t[index], shared=lambda t: t)
 
     def with_transform(self, affine: Tensor, window: Tensor) -> "MaskIntegrals":
         """Query boxes from another frame: x -> ax·x + bx, y -> ay·y + by; count inside `window`."""
-        return replace(self, affine=affine.to(self.device, torch.float32),
-                       window=window.to(self.device, torch.int64))
+        mapped = replace(self, affine=affine.to(self.device, torch.float32),
+                         window=window.to(self.device, torch.int64))
+        return self._carry(mapped, per_instance=lambda t: t, shared=lambda t: t)
+
+    def prepared(self) -> "MaskIntegrals":
+        """Build the lookup tables the counts use now (the constructors do it, in the data
+        workers), so that an assignment step does not; `to`, `select` and pickling keep them."""
+        self._geometry  # noqa: B018 (computes and caches)
+        self._signs(torch.float32)
+        self._signs(torch.float64)
+        return self
+
+    def _carry(self, other: "MaskIntegrals", per_instance, shared) -> "MaskIntegrals":
+        """Give `other` (the same instances, moved or selected) this one's cached tables."""
+        if "_geometry" in self.__dict__:
+            other.__dict__["_geometry"] = tuple(per_instance(t) for t in self.__dict__["_geometry"])
+        if "_signs_cache" in self.__dict__:
+            other.__dict__["_signs_cache"] = {k: shared(v) for k, v in self.__dict__["_signs_cache"].items()}
+        return other
 
     def full(self) -> Tensor:
         """The full-size integral images int32 [G, H+1, W+1] (tests and small images)."""
         h, w = self.image_size
         g = len(self)
-        ys = torch.arange(h + 1, device=self.device).view(1, h + 1, 1).expand(g, h + 1, w + 1)
-        xs = torch.arange(w + 1, device=self.device).view(1, 1, w + 1).expand(g, h + 1, w + 1)
-        return self._lookup(ys.reshape(g, -1), xs.reshape(g, -1)).reshape(g, h + 1, w + 1).to(torch.int32)
+        ys = torch.arange(h + 1, device=self.device).view(1, h + 1, 1).expand(g, h + 1, w + 1)  # [G, H+1, W+1]
+        xs = torch.arange(w + 1, device=self.device).view(1, 1, w + 1).expand(g, h + 1, w + 1)  # [G, H+1, W+1]
+        flat = self._lookup(ys.reshape(g, -1), xs.reshape(g, -1))  # [G, (H+1)·(W+1)]
+        return flat.reshape(g, h + 1, w + 1).to(torch.int32)  # [G, H+1, W+1]
 
     # --- queries ----------------------------------------------------------------------------
     def count(self, boxes: Tensor) -> Tensor:
@@ -202,14 +223,28 @@ class MaskIntegrals:
             raise ValueError(f"boxes must be [K, 4] or [{g}, K, 4], got shape {tuple(boxes.shape)}")
         if boxes.device != self.device:
             raise ValueError(f"boxes are on {boxes.device} but the integrals on {self.device}")
+        return self._rect_sum(self._pixel_rects(boxes), dtype)
+
+    def count_pairs_as(self, instance: Tensor, boxes: Tensor, dtype: torch.dtype) -> Tensor:
+        """Mask pixels of instance[p] inside boxes[p]: int64 [P], float [P, 4] -> `dtype` [P]
+        (sparse pairs, e.g. only the GT–anchor pairs whose boxes overlap)."""
+        if boxes.dim() != 2 or boxes.shape[-1] != 4 or instance.shape != boxes.shape[:1]:
+            raise ValueError(f"boxes must be [P, 4] with instance [P], got shapes {tuple(boxes.shape)} and "
+                             f"{tuple(instance.shape)}")
+        if boxes.device != self.device or instance.device != self.device:
+            raise ValueError(f"boxes are on {boxes.device}, instance on {instance.device}, integrals on {self.device}")
+        return self._rect_sum(self._pixel_rects(boxes[:, None, :]), dtype, instance)[:, 0]  # [P]
+
+    def _pixel_rects(self, boxes: Tensor) -> Tensor:
+        """Query boxes [..., 4] -> whole-pixel rectangles (float) in this frame, window applied."""
         if self.affine is not None:
             boxes = self._map(boxes)
-        r = torch.round(boxes)  # [G, K, 4], half to even, as the official code
+        r = torch.round(boxes)  # half to even, as the official code
         if self.window is not None:  # count only inside the window (the region may be larger)
             lo = self.window[:2].repeat(2).to(torch.float64)  # [4] (x1, y1, x1, y1)
             hi = self.window[2:].repeat(2).to(torch.float64)  # [4] (x2, y2, x2, y2)
-            r = torch.maximum(torch.minimum(r, hi), lo)  # [G, K, 4]
-        return self._rect_sum(r, dtype)
+            r = torch.maximum(torch.minimum(r, hi), lo)
+        return r
 
     def areas(self) -> Tensor:
         """|M| per instance (int64 [G]): all its pixels, or those inside `window` when set."""
@@ -244,30 +279,36 @@ class MaskIntegrals:
         origin4 = yx0.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
         size4 = hw.flip(1).repeat(1, 2)[:, None, :]  # [G, 1, 4]
         stride = hw[:, 1] + 1  # [G] row length of each region's integral
-        pick = torch.tensor([[1, 0, 1, 0],   # x1 -> corners (y1, x1), (y2, x1)
-                             [1, 1, 0, 0],   # y1 -> corners (y1, x1), (y1, x2)
-                             [0, 1, 0, 1],   # x2 -> corners (y1, x2), (y2, x2)
-                             [0, 0, 1, 1]],  # y2 -> corners (y2, x1), (y2, x2)
-                            dtype=f64, device=self.device)  # [4 coords, 4 corners]
+        pick = torch.tensor(_PICK, dtype=f64, device=self.device)  # [4 coords, 4 corners]
         scale = torch.stack([torch.ones_like(stride), stride, torch.ones_like(stride), stride], 1)  # [G, 4]
         corners = scale[:, :, None] * pick  # [G, 4, 4]
         base = self.offset.to(f64)[:, None, None].expand(-1, 1, 4)  # [G, 1, 4]
         return origin4, size4, corners, base
 
-    def _rect_sum(self, r: Tensor, dtype: torch.dtype) -> Tensor:
+    def _rect_sum(self, r: Tensor, dtype: torch.dtype, instance: Tensor | None = None) -> Tensor:
         """Pixels in the half-open rectangles r = float [G, K, 4] (x1, y1, x2, y2) of whole pixel
-        coordinates -> `dtype` [G, K].
+        coordinates -> `dtype` [G, K]; with `instance` int64 [P], r is [P, K, 4], row p of
+        instance[p].
 
         Clamping each corner to its instance's region is also the clamp to the image (the region
         lies inside it, and no mask pixel lies outside the region), so one clamp does both. The
         index arithmetic is one batched matmul and the corner sum one matmul: few, contiguous ops.
         """
         origin4, size4, corners, base = self._geometry
+        if instance is not None:
+            origin4, size4, corners, base = origin4[instance], size4[instance], corners[instance], base[instance]
         local = (r - origin4).clamp_(min=0)  # [G, K, 4] float64 region coordinates
         torch.minimum(local, size4, out=local)
         index = torch.baddbmm(base, local, corners).long()  # [G, K, 4 corners]
         values = torch.take(self.data, index).to(dtype)  # [G, K, 4]
-        return values @ _CORNER_SIGNS[dtype].to(values.device)  # I[y2,x2] − I[y1,x2] − I[y2,x1] + I[y1,x1]
+        return values @ self._signs(dtype)  # I[y2,x2] − I[y1,x2] − I[y2,x1] + I[y1,x1]
+
+    def _signs(self, dtype: torch.dtype) -> Tensor:
+        """The corner signs as `dtype` [4] on this device, made once per instance and dtype."""
+        cache = self.__dict__.setdefault("_signs_cache", {})
+        if dtype not in cache:
+            cache[dtype] = torch.tensor(_CORNER_SIGNS, dtype=dtype, device=self.device)
+        return cache[dtype]
 
     def _lookup(self, y: Tensor, x: Tensor) -> Tensor:
         """I[g, y, x] for image coordinates y, x (int64 [G, K]) via each region's integral."""

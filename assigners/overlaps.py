@@ -11,7 +11,7 @@ The mask-aware overlaps take `integral`: a `MaskIntegrals` or a full int [G, H+1
 integral image. |A∩M| is counted as the official maIoU code counts it (corners rounded half to
 even, clamped to the image, half-open pixel rectangle); they are evaluated only where the box
 IoU is > 0 and are exactly 0 elsewhere. A GT with an empty mask gets 0 everywhere (the official
-code gives NaN there); `mask_present()` tells the assigners which GTs those are.
+code gives NaN there, and so no ATSS positives; the mask-aware ATSS skips such GTs explicitly).
 """
 from __future__ import annotations
 
@@ -42,14 +42,15 @@ def _area(b: Tensor) -> Tensor:
     return wh[..., 0] * wh[..., 1]
 
 
-def _iou_terms(gt: Tensor, anc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """-> (inter, union, iou), each [G, K]."""
+def _iou_terms(gt: Tensor, anc: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """-> (|A∩B| [G, K], |A∪B| floored at EPS [G, K], |B| [G, 1], |A| [1|G, K])."""
+    area_gt, area_anc = _area(gt), _area(anc)  # [G, 1], [1|G, K]
     lt = torch.maximum(gt[..., :2], anc[..., :2])  # [G, K, 2]
     rb = torch.minimum(gt[..., 2:], anc[..., 2:])  # [G, K, 2]
     wh = (rb - lt).clamp_(min=0)  # [G, K, 2]
     inter = wh[..., 0] * wh[..., 1]  # [G, K]
-    union = (_area(gt) + _area(anc) - inter).clamp_(min=EPS)  # [G, K]
-    return inter, union, inter / union
+    union = (area_gt + area_anc - inter).clamp_(min=EPS)  # [G, K]
+    return inter, union, area_gt, area_anc
 
 
 def _enclosing_wh(gt: Tensor, anc: Tensor) -> Tensor:
@@ -61,27 +62,28 @@ def _enclosing_wh(gt: Tensor, anc: Tensor) -> Tensor:
 def box_iou(gt_boxes: Tensor, anchors: Tensor) -> Tensor:
     """IoU = |A∩B| / |A∪B| -> [G, A] (or [G, K])."""
     gt, anc = _pairs(gt_boxes, anchors)
-    return _iou_terms(gt, anc)[2]
+    inter, union, _, _ = _iou_terms(gt, anc)
+    return inter / union
 
 
 def box_giou(gt_boxes: Tensor, anchors: Tensor) -> Tensor:
     """GIoU = IoU − (|C| − |A∪B|) / |C|, C the smallest enclosing box (area floored at EPS)."""
     gt, anc = _pairs(gt_boxes, anchors)
-    _, union, iou = _iou_terms(gt, anc)
+    inter, union, _, _ = _iou_terms(gt, anc)
     wh = _enclosing_wh(gt, anc)  # [G, K, 2]
     enclose = (wh[..., 0] * wh[..., 1]).clamp(min=EPS)  # [G, K]
-    return iou - (enclose - union) / enclose
+    return inter / union - (enclose - union) / enclose
 
 
 def box_diou(gt_boxes: Tensor, anchors: Tensor) -> Tensor:
     """DIoU = IoU − ρ²/c²: ρ the centre distance, c the enclosing box diagonal (c² floored at EPS)."""
     gt, anc = _pairs(gt_boxes, anchors)
-    iou = _iou_terms(gt, anc)[2]
+    inter, union, _, _ = _iou_terms(gt, anc)
     wh = _enclosing_wh(gt, anc)  # [G, K, 2]
     diag2 = (wh[..., 0] ** 2 + wh[..., 1] ** 2).clamp(min=EPS)  # [G, K]
     d = (anc[..., :2] + anc[..., 2:]) / 2 - (gt[..., :2] + gt[..., 2:]) / 2  # [G, K, 2]
     rho2 = d[..., 0] ** 2 + d[..., 1] ** 2  # [G, K]
-    return iou - rho2 / diag2
+    return inter / union - rho2 / diag2
 
 
 def _mask_terms(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Tensor):
@@ -89,14 +91,15 @@ def _mask_terms(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Ten
     |B| [G, 1], |A| [1|G, K], |A∪B| [G, K], box IoU > 0 [G, K], |A∩M| [G, K], |M| [G, 1]."""
     gt, anc = _pairs(gt_boxes, anchors)
     mi = check_integral(integral, gt_boxes)
-    area_gt, area_anc = _area(gt), _area(anc)  # [G, 1], [1|G, K]
-    lt = torch.maximum(gt[..., :2], anc[..., :2])  # [G, K, 2]
-    rb = torch.minimum(gt[..., 2:], anc[..., 2:])  # [G, K, 2]
-    wh = (rb - lt).clamp_(min=0)  # [G, K, 2]
-    inter = wh[..., 0] * wh[..., 1]  # [G, K]
-    union = (area_gt + area_anc - inter).clamp_(min=EPS)  # [G, K]
+    inter, union, area_gt, area_anc = _iou_terms(gt, anc)
     overlapping = inter / union > 0  # [G, K]: the official gate, box IoU > 0
-    cnt = mi.count_as(anc.expand(gt.shape[0], -1, -1), gt_boxes.dtype)  # [G, K]
+    if anchors.dim() == 2:
+        # Dense: count only the overlapping pairs (few per GT; the rest is gated to 0 anyway).
+        gi, ai = overlapping.nonzero(as_tuple=True)  # [P] each
+        cnt = torch.zeros(overlapping.shape, dtype=gt_boxes.dtype, device=gt_boxes.device)  # [G, A]
+        cnt[gi, ai] = mi.count_pairs_as(gi, anchors[ai], gt_boxes.dtype)
+    else:  # per-GT candidates: all of them, without a host sync
+        cnt = mi.count_as(anc, gt_boxes.dtype)  # [G, K]
     mask_area = mi.areas().to(gt_boxes.dtype)[:, None]  # [G, 1]
     if mi.affine is not None:  # counts are pixels of the integrals' frame: make them query areas
         cnt, mask_area = cnt / mi.area_scale(), mask_area / mi.area_scale()
@@ -134,8 +137,3 @@ def mask_box_iou(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Te
     """
     _, area_anc, _, overlapping, cnt, mask_area = _mask_terms(gt_boxes, anchors, integral)
     return cnt / (area_anc + mask_area - cnt).clamp_(min=EPS) * overlapping  # [G, K]
-
-
-def mask_present(integral: MaskIntegrals | Tensor, gt_boxes: Tensor) -> Tensor:
-    """bool [G]: the GT has at least one (counted) mask pixel; mask-aware ATSS skips the others."""
-    return check_integral(integral, gt_boxes).areas() > 0

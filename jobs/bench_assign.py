@@ -1,14 +1,16 @@
 """Benchmark: per-image anchor-assignment time of every assigner (python -m jobs.bench_assign).
 
-For S = 550 it builds the two anchor grids of the paper's configs (generated here: jobs/ cannot
-import model/), draws G realistic instances (random star-shaped polygons of COCO-like sizes,
+For S = 550 it lays the two anchor grids of the paper's configs (the model's own, through
+`pipeline.anchor_grids`), draws G realistic instances (random star-shaped polygons of COCO-like sizes,
 rasterised at S×S) and times, per assigner, one call of `ASSIGNERS[name]` per image:
 - "masks": gt_masks given, the integral images are built inside the call;
 - "integrals": precomputed `MaskIntegrals` given (as the data pipeline provides them).
-It also times a brute-force maIoU (every anchor rasterised and its mask pixels counted, no
-integral image) over all anchors, the quantity the integral-image path replaces.
+It also times maIoU over all anchors two ways: "dense_maiou" (integral images, as the overlap
+function computes it) and "brute_maiou" (every anchor's pixel rectangle cut out of the masks and
+its pixels counted, no integral image), and checks the two agree bit for bit.
 Mask-free assigners (fixed_iou, atss_iou/giou/diou) ignore masks, so both paths are the same.
-Times are medians over --repeats calls after --warmup calls; CUDA calls are synchronised.
+Times are medians over --repeats calls after --warmup calls, taken round-robin over the methods
+(one call of each per round, so that a busy machine slows all alike); CUDA calls are synchronised.
 """
 from __future__ import annotations
 
@@ -17,47 +19,19 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from tqdm import tqdm
 
 from assigners import ASSIGNERS, MaskIntegrals
-from assigners.overlaps import EPS, box_iou
+from assigners.overlaps import EPS, mask_aware_iou
+from pipeline.anchor_grids import input_anchors
 
-STRIDES = (8, 16, 32, 64, 128)
-YOLACT_CELLS_550 = (69, 35, 18, 9, 5)  # the fixed-IoU configs' grid (550-based strides at any S)
 MASK_AWARE = ("atss_maiou", "atss_gmaiou")
 # COCO instance size mix (fractions of small < 32², medium < 96², large) and area bounds.
 SIZE_MIX = ((0.41, 16, 32**2), (0.34, 32**2, 96**2), (0.25, 96**2, 400**2))
-
-
-def atss_grid(size: int) -> tuple[torch.Tensor, list[int]]:
-    """1 square anchor of 4·stride per cell, centred at the cell corner (j·s, i·s)."""
-    boxes, counts = [], []
-    for s in STRIDES:
-        n = math.ceil(size / s)
-        ys, xs = torch.meshgrid(torch.arange(n) * s, torch.arange(n) * s, indexing="ij")
-        c = torch.stack([xs.flatten(), ys.flatten()], 1).float()  # [n², 2]
-        boxes.append(torch.cat([c - 2 * s, c + 2 * s], 1))  # [n², 4]
-        counts.append(n * n)
-    return torch.cat(boxes), counts
-
-
-def yolact_grid(size: int) -> tuple[torch.Tensor, list[int]]:
-    """3 anchors per cell (h/w ratios 0.5, 1, 2) of size 3·base, base 8..128, centred at
-    (i + 0.5)·550/n with n = 69, 35, 18, 9, 5 (the 550-based strides at every S, paper preset);
-    cells = ceil(S / base) per level; row-major, ratio-minor."""
-    boxes, counts = [], []
-    for n550, s in zip(YOLACT_CELLS_550, STRIDES):
-        n, step = math.ceil(size / s), 550 / n550
-        ys, xs = torch.meshgrid((torch.arange(n) + 0.5) * step, (torch.arange(n) + 0.5) * step, indexing="ij")
-        c = torch.stack([xs.flatten(), ys.flatten()], 1).float()  # [n², 2]
-        r = torch.tensor([0.5, 1.0, 2.0]).sqrt()  # h/w = r² -> h = side·√r, w = side/√r
-        half = torch.stack([3 * s / r, 3 * s * r], 1) / 2  # [3, 2] (w/2, h/2)
-        cc = c[:, None, :]  # [n², 1, 2]
-        boxes.append(torch.cat([cc - half, cc + half], 2).reshape(-1, 4))  # [3n², 4]
-        counts.append(3 * n * n)
-    return torch.cat(boxes), counts
 
 
 def polygon_instances(gen: torch.Generator, g: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,89 +72,107 @@ def polygon_instances(gen: torch.Generator, g: int, size: int) -> tuple[torch.Te
 def brute_maiou(gt: torch.Tensor, masks: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """maIoU [G, A] with |A∩M| counted pixel by pixel inside each (rounded, clipped) anchor."""
     h, w = masks.shape[1:]
+    pixels = masks.view(torch.uint8)  # summing bytes is faster than summing bools
     counts = torch.zeros((gt.shape[0], anchors.shape[0]), device=gt.device)
     for a, (x1, y1, x2, y2) in enumerate(torch.round(anchors).long().tolist()):
         x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
         if x2 > x1 and y2 > y1:
-            counts[:, a] = masks[:, y1:y2, x1:x2].sum((1, 2))
-    iou = box_iou(gt, anchors)
+            counts[:, a] = pixels[:, y1:y2, x1:x2].sum((1, 2), dtype=torch.int32)
+    lt = torch.maximum(gt[:, None, :2], anchors[None, :, :2])  # [G, A, 2]
+    rb = torch.minimum(gt[:, None, 2:], anchors[None, :, 2:])  # [G, A, 2]
+    wh = (rb - lt).clamp(min=0)  # [G, A, 2]
+    inter = wh[..., 0] * wh[..., 1]  # [G, A]
     area_b = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])  # [G]
     area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])  # [A]
-    inter = iou * (area_b[:, None] + area_a[None])  / (1 + iou)  # [G, A] from IoU = I/(Sa+Sb-I)
-    union = (area_b[:, None] + area_a[None] - inter).clamp(min=EPS)
+    union = (area_b[:, None] + area_a[None] - inter).clamp(min=EPS)  # [G, A]
     mob = masks.flatten(1).sum(1) / (area_b + EPS)  # [G]
-    return torch.where(iou > 0, counts / mob[:, None] / union, torch.zeros_like(counts))
+    return torch.where(inter / union > 0, counts / mob[:, None] / union, torch.zeros_like(counts))
 
 
-def median_time(fn, device: torch.device, repeats: int, warmup: int) -> float:
-    """Median wall seconds of fn() (synchronised on CUDA)."""
+def median_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+                 warmup: int) -> dict[str, tuple[float, float]]:
+    """(median, min) wall seconds of each fn(), timed round-robin (one call of each per round) so that a
+    busy machine slows them all alike; synchronised on CUDA."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync()
-    times = []
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[key].append(time.perf_counter() - t)
+    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
 def run(size: int, gts: list[int], devices: list[str], repeats: int, warmup: int, brute: bool,
         seed: int) -> list[dict]:
-    grids = {"atss": atss_grid(size), "fixed": yolact_grid(size)}
+    grids = {"atss": input_anchors("atss", size), "fixed": input_anchors("yolact", size)}
     rows = []
-    jobs = [(d, g) for d in devices for g in gts]
-    for device_name, g in tqdm(jobs, desc="bench_assign", file=sys.stderr):
+    jobs = [(d, g, grid) for d in devices for g in gts for grid in grids]
+    for device_name, g, grid in tqdm(jobs, desc="bench_assign", file=sys.stderr):
         device = torch.device(device_name)
         gt, masks = polygon_instances(torch.Generator().manual_seed(seed + g), g, size)
         gt, masks = gt.to(device), masks.to(device)
         integrals = MaskIntegrals.from_masks(masks)
-        for grid, (anchors, counts) in grids.items():
-            anchors = anchors.to(device)
-            for name, assign in ASSIGNERS.items():
-                paths = {"masks": dict(gt_masks=masks), "integrals": dict(gt_masks=None, integral=integrals)}
-                for path, kw in paths.items():
-                    if path == "integrals" and name not in MASK_AWARE:
-                        continue  # masks unused: one path
-                    t = median_time(lambda: assign(gt, anchors=anchors, num_anchors_per_level=counts, **kw),
-                                    device, repeats, warmup)
-                    rows.append(dict(device=device_name, grid=grid, G=g, method=name,
-                                     path=path if name in MASK_AWARE else "-", ms=t * 1e3))
-            if brute:
-                t = median_time(lambda: brute_maiou(gt, masks, anchors), device, max(1, repeats // 10), 1)
-                rows.append(dict(device=device_name, grid=grid, G=g, method="brute_maiou", path="masks", ms=t * 1e3))
-        rows.append(dict(device=device_name, grid="-", G=g, method="MaskIntegrals.from_masks", path="masks",
-                         ms=median_time(lambda: MaskIntegrals.from_masks(masks), device, repeats, warmup) * 1e3))
+        anchors, counts = grids[grid]
+        anchors = anchors.to(device)
+        fns: dict[tuple[str, str], Callable[[], object]] = {}
+        for name, assign in ASSIGNERS.items():
+            fns[(name, "masks" if name in MASK_AWARE else "-")] = partial(
+                assign, gt, masks, anchors, counts)
+            if name in MASK_AWARE:
+                fns[(name, "integrals")] = partial(assign, gt, None, anchors, counts, integral=integrals)
+        fns[("dense_maiou", "integrals")] = partial(mask_aware_iou, gt, anchors, integrals)
+        fns[("MaskIntegrals.from_masks", "masks")] = partial(MaskIntegrals.from_masks, masks)
+        for (method, path), (t, t_min) in median_times(fns, device, repeats, warmup).items():
+            rows.append(dict(device=device_name, grid="-" if method.startswith("Mask") else grid, G=g,
+                             method=method, path=path, ms=t * 1e3, ms_min=t_min * 1e3))
+        if brute:
+            fn = partial(brute_maiou, gt, masks, anchors)
+            t, t_min = median_times({"brute": fn}, device, max(1, repeats // 10), 0)["brute"]
+            same = torch.equal(fn(), mask_aware_iou(gt, anchors, integrals))
+            rows.append(dict(device=device_name, grid=grid, G=g, method="brute_maiou", path="masks",
+                             ms=t * 1e3, ms_min=t_min * 1e3, same=same))
     return rows
 
 
 def table(rows: list[dict], gts: list[int]) -> str:
-    """Markdown: one row per (device, grid, method, path), one column per G."""
+    """Markdown: one row per (device, grid, method, path), one column per G: median (min) ms."""
+    order = list(ASSIGNERS) + ["dense_maiou", "brute_maiou"]
     keys = sorted({(r["device"], r["grid"], r["method"], r["path"]) for r in rows},
-                  key=lambda k: (k[0], k[1], k[2] == "brute_maiou", list(ASSIGNERS).index(k[2])
-                                 if k[2] in ASSIGNERS else 99, k[3]))
-    ms = {(r["device"], r["grid"], r["method"], r["path"], r["G"]): r["ms"] for r in rows}
-    lines = ["| device | grid | method | path | " + " | ".join(f"G={g} (ms)" for g in gts) + " |",
+                  key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else -1, k[3]))
+    cell = {(r["device"], r["grid"], r["method"], r["path"], r["G"]): f"{r['ms']:.3f} ({r['ms_min']:.3f})"
+            for r in rows}
+    lines = ["| device | grid | method | path | " + " | ".join(f"G={g}: median (min) ms" for g in gts) + " |",
              "|---|---|---|---|" + "---:|" * len(gts)]
     for k in keys:
-        cells = [f"{ms[k + (g,)]:.3f}" if k + (g,) in ms else "" for g in gts]
-        lines.append(f"| {' | '.join(k)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {' | '.join(k)} | " + " | ".join(cell.get(k + (g,), "") for g in gts) + " |")
     return "\n".join(lines)
 
 
 def summary(rows: list[dict]) -> str:
-    ms = {(r["device"], r["grid"], r["method"], r["path"], r["G"]): r["ms"] for r in rows}
-    out = []
-    for (dev, grid, method, path, g), t in sorted(ms.items()):
+    """The target ratios: mask-aware ATSS vs ATSS-IoU, and brute force vs the integral path."""
+    by = {(r["device"], r["grid"], r["method"], r["path"], r["G"]): r for r in rows}
+    same = [r["same"] for r in rows if "same" in r]
+    out = [f"brute-force maIoU == integral-image maIoU (bit for bit) in {sum(same)}/{len(same)} cases"] if same else []
+
+    def ratio(a, b):
+        return f"{a['ms'] / b['ms']:.2f}x (min {a['ms_min'] / b['ms_min']:.2f}x)"
+
+    for (dev, grid, method, path, g), r in sorted(by.items()):
+        brute = by.get((dev, grid, "brute_maiou", "masks", g))
         if method == "atss_maiou" and grid == "atss":
-            base = ms.get((dev, grid, "atss_iou", "-", g))
-            brute = ms.get((dev, grid, "brute_maiou", "masks", g))
-            line = f"{dev} G={g} ATSS grid: atss_maiou[{path}] / atss_iou = {t / base:.2f}x"
+            line = f"{dev} G={g} ATSS grid: atss_maiou[{path}] / atss_iou = {ratio(r, by[(dev, grid, 'atss_iou', '-', g)])}"
             if brute:
-                line += f"; brute-force maIoU / atss_maiou[{path}] = {brute / t:.0f}x"
+                line += f"; brute-force maIoU / atss_maiou[{path}] = {brute['ms'] / r['ms']:.0f}x"
             out.append(line)
+        if method == "dense_maiou" and brute:
+            out.append(f"{dev} G={g} {grid} grid: brute-force maIoU / integral-image maIoU, all anchors = "
+                       f"{brute['ms'] / r['ms']:.0f}x")
     return "\n".join(out)
 
 
@@ -196,15 +188,17 @@ def main(argv: list[str] | None = None) -> int:
                    "reported; brute force uses repeats/10 (default: 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default: 3)")
     p.add_argument("--no-brute", action="store_true", help="skip the brute-force maIoU timing")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; 0 keeps torch's choice (default: 1: the per-image ops are "
+                        "too small to gain from intra-op threads, and one thread keeps timings stable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random polygons (default: 0)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = run(args.size, args.gts, devices, args.repeats, args.warmup, not args.no_brute, args.seed)
-    print(f"S={args.size}, anchors: atss grid {len(atss_grid(args.size)[0])}, fixed grid "
-          f"{len(yolact_grid(args.size)[0])}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"S={args.size}, anchors: atss grid {len(input_anchors('atss', args.size)[0])}, fixed grid "
+          f"{len(input_anchors('yolact', args.size)[0])}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     print(table(rows, args.gts))
     print(summary(rows))
     return 0

@@ -78,10 +78,10 @@ def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
 def bench_data_path(cfg, batches: int) -> list[dict]:
     import ray
 
-    from pipeline.datasets import ShardedSampler, build_datasets, collate
+    from pipeline.datasets import ShardedSampler, build_dataset, collate
     from pipeline.ray_utils import init_ray
 
-    train_set, _ = build_datasets(cfg.data)
+    train_set = build_dataset(cfg.data, "train")
     keys = list(ShardedSampler(len(train_set), seed=0))[:batches * cfg.train.batch_size]
     out = []
     t0 = time.perf_counter()

@@ -16,11 +16,9 @@ import sys
 from dataclasses import replace
 
 from pipeline.config import DataConfig, get_preset
-from pipeline.datasets import SPLITS, dataset_dir, split_paths
+from pipeline.datasets import SPLITS
 from pipeline.instance_table import LAYOUTS
-import ray
-
-from pipeline.precompute import precompute, result_summary, verify
+from pipeline.precompute import precompute_splits, result_summary, verify
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,32 +50,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        base = get_preset(args.preset).data
-        cfg = replace(base, data_dir=args.data, train_json=args.train_json, val_json=args.val_json,
-                      image_root=args.image_root, skip_invalid=args.skip_invalid)
-        root = dataset_dir(cfg)
-        out_root = args.out or f"{root}/parquet"
+        cfg = replace(get_preset(args.preset).data, data_dir=args.data, train_json=args.train_json,
+                      val_json=args.val_json, image_root=args.image_root, skip_invalid=args.skip_invalid,
+                      parquet_dir=args.out, parquet_layout=args.layout,
+                      parquet_images_per_shard=args.images_per_shard, precompute_workers=args.workers)
         splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-        started = not ray.is_initialized()
-        try:  # Ray starts with the first split that has work, and serves the others too
-            for split in splits:
-                if split not in SPLITS:
-                    raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-                json_path, image_root = split_paths(cfg, split)
-                result = precompute(json_path, image_root, f"{out_root}/{split}", layout=args.layout,
-                                    images_per_shard=args.images_per_shard, num_workers=args.workers,
-                                    skip_invalid=args.skip_invalid, overwrite=args.overwrite,
-                                    progress=not args.quiet, shutdown_ray=False)
-                s = result_summary(result)
-                print(f"{split}: {s['rows']} instances in {s['shards']} shards at {result.out_dir} "
-                      f"({len(result.written)} written, {len(result.skipped)} already done); "
-                      f"{s['bytes_per_instance']:.0f} B/instance; "
-                      + (f"{s['instances_per_second']:.0f} instances/s" if result.written else "nothing to do"))
-                if args.verify:
-                    print(f"{split}: verified {verify(result.out_dir)} rows")
-        finally:
-            if started and ray.is_initialized():
-                ray.shutdown()
+        results = precompute_splits(cfg, splits, overwrite=args.overwrite, progress=not args.quiet)
+        for split, result in results.items():
+            s = result_summary(result)
+            if args.skip_invalid:
+                print(f"{split}: {result.validation}")
+            print(f"{split}: {s['rows']} instances in {s['shards']} shards at {result.out_dir} "
+                  f"({len(result.written)} written, {len(result.skipped)} already done); "
+                  f"{s['bytes_per_instance']:.0f} B/instance; "
+                  + (f"{s['instances_per_second']:.0f} instances/s" if result.written else "nothing to do"))
+            if args.verify:
+                print(f"{split}: verified {verify(result.out_dir)} rows")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

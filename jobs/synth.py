@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta = generate(args.out, args.images, val, args.size, args.seed, workers=args.workers,
                         progress=not args.quiet)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # bad parameters; an --out that cannot be written
         print(f"error: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start

@@ -80,15 +80,21 @@ def classification_loss(cls: torch.Tensor, target: torch.Tensor, pos: torch.Tens
 
 
 def semantic_loss(sem: torch.Tensor, targets: list[dict]) -> torch.Tensor:
-    """sem [B,C,H,W] logits; target = per-class union of the GT masks at that size."""
+    """sem [B,C,H,W] logits; target = per-class union of the GT masks at that size.
+
+    An image without GT contributes nothing (mmdet weights it by zero), the divisor stays B·H·W.
+    """
     B, C, H, W = sem.shape
     goal = torch.zeros_like(sem)
+    has_gt = torch.zeros(B, 1, 1, 1, device=sem.device)
     for b, t in enumerate(targets):
         if t["masks"].shape[0]:
             small = resize_masks(t["masks"], (H, W)).flatten(1).float()  # [G, H*W]
             onehot = F.one_hot(t["labels"], C).T.float()  # [C, G]
             goal[b] = ((onehot @ small) > 0).float().view(C, H, W)
-    return F.binary_cross_entropy_with_logits(sem, goal, reduction="sum") / (B * H * W)
+            has_gt[b] = 1.0
+    bce = F.binary_cross_entropy_with_logits(sem, goal, reduction="none") * has_gt  # [B, C, H, W]
+    return bce.sum() / (B * H * W)
 
 
 def _maskiou_terms(net, soft: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -122,6 +128,7 @@ def mask_losses(out: dict, targets: list[dict], matched: torch.Tensor, max_masks
         gt = resize_masks(t["masks"], (Hp, Wp))[g].float()  # [n, Hp, Wp]
         crop = crop_region(gt_boxes, Hp, Wp)  # [n, Hp, Wp]
         bce = F.binary_cross_entropy_with_logits(logits, gt, reduction="none") * crop
+        # area floored at 1 proto pixel²: a sub-pixel GT box must not blow the loss up
         per_mask.append(bce.sum((1, 2)) / box_area(gt_boxes).clamp(min=1.0))
         if mask_alignment:
             prob = out["cls"][b, idx].float().softmax(-1).gather(1, (t["labels"][g] + 1)[:, None]).squeeze(1)

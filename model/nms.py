@@ -19,8 +19,11 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thr: float = 0.5, to
              score_thr: float = 0.05, max_det: int = 100) -> list[tuple[torch.Tensor, ...]]:
     """boxes [B, N, 4], scores [B, N, C] (foreground classes only)."""
     B, N, C = scores.shape
-    k = min(top_k, N)
-    top_scores, top_idx = scores.transpose(1, 2).topk(k, dim=2)  # [B, C, k], sorted descending
+    top_scores, top_idx = scores.transpose(1, 2).topk(min(top_k, N), dim=2)  # [B, C, k], sorted descending
+    # A box at or below score_thr is never kept and only suppresses lower-scored boxes, which are below
+    # the threshold too: cutting every list after its last box above the threshold changes nothing.
+    k = int((top_scores > score_thr).sum(dim=2).max()) if top_scores.numel() else 0
+    top_scores, top_idx = top_scores[..., :k], top_idx[..., :k]  # [B, C, k]
     cand = boxes.gather(1, top_idx.reshape(B, C * k, 1).expand(-1, -1, 4)).view(B, C, k, 4)  # [B, C, k, 4]
     iou = box_iou(cand, cand).triu(diagonal=1)  # [B, C, k, k]: row i = higher-scored box i
     keep = (iou.amax(dim=2) <= iou_thr) & (top_scores > score_thr) if k else top_scores > score_thr  # [B, C, k]

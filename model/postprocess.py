@@ -3,8 +3,9 @@
 Steps, batched over images where the shapes allow:
 1. class probabilities = softmax(cls) without background; per level, the `nms_pre` anchors with the
    highest foreground score are candidates (mmdet `nms_pre` is per level);
-2. decode their boxes; Fast NMS per class (IoU `nms_iou`, `nms_top_k` per class), keep scores >
-   `score_thr`, the best `max_per_img` overall (or greedy NMS with `fast_nms=False`);
+2. decode their boxes and clip them to the S×S input; Fast NMS per class (IoU `nms_iou`, `nms_top_k`
+   per class), keep scores > `score_thr`, the best `max_per_img` overall (or greedy NMS with
+   `fast_nms=False`);
 3. masks: sigmoid(P·c) at prototype resolution, cropped by the predicted box (padded by 1 proto
    pixel), bilinearly resized to the original (h, w), thresholded at `mask_thr`;
 4. boxes scaled from the S×S input to (h, w) and clamped to the image.
@@ -76,11 +77,13 @@ def postprocess(out: dict, orig_sizes: list[tuple[int, int]], params=None) -> li
     C = scores.shape[-1]
     cand_scores = scores.gather(1, cand[..., None].expand(-1, -1, C))  # [B, N, C]
     deltas = out["box"].float().gather(1, cand[..., None].expand(-1, -1, 4))  # [B, N, 4]
+    S_h, S_w = out["image_size"]
     boxes = decode(deltas, out["anchors"].float()[cand])  # [B, N, 4] input pixels
+    limit = boxes.new_tensor([S_w, S_h, S_w, S_h])
+    boxes = torch.minimum(boxes.clamp(min=0), limit)  # clipped to the input before NMS (mmdet max_shape)
     nms_fn = fast_nms if p.fast_nms else standard_nms
     kept = nms_fn(boxes, cand_scores, p.nms_iou, p.nms_top_k, p.score_thr, p.max_per_img)
     proto = out["proto"].float()
-    S_h, S_w = out["image_size"]
     Hp, Wp = proto.shape[-2:]
     to_proto = proto.new_tensor([Wp / S_w, Hp / S_h, Wp / S_w, Hp / S_h])
     results = []

@@ -40,6 +40,7 @@ STD = np.array([58.40, 57.12, 57.38], dtype=np.float32)
 # so that an image whose boxes no crop can satisfy still terminates (then: no crop).
 MAX_CROP_MODES = 100
 NO_CROP, ANY_CROP = 1.0, 0.0  # mmdetection's mode sentinels among the min-IoU values
+UNION_EPS = 1e-6  # floor of the patch-box union in the crop's IoU (mmdetection's bbox_overlaps eps)
 MIN_SCALE = 32  # the coarsest ATSS level (stride 128) still needs a few pixels per cell at P3
 
 
@@ -169,35 +170,41 @@ def _min_iou_crop(rng: np.random.Generator, w: int, h: int, boxes: np.ndarray,
         min_iou = modes[int(rng.integers(len(modes)))]
         if min_iou == NO_CROP:
             break
-        for _ in range(p.crop_tries):
-            new_w = rng.uniform(p.crop_min_size * w, w)
-            new_h = rng.uniform(p.crop_min_size * h, h)
-            if not 0.5 <= new_h / new_w <= 2:
-                continue
-            left, top = rng.uniform(0, w - new_w), rng.uniform(0, h - new_h)
-            patch = np.array([int(left), int(top), int(left + new_w), int(top + new_h)], dtype=np.int64)
-            if patch[2] == patch[0] or patch[3] == patch[1]:
-                continue
-            if len(boxes) == 0:
-                return patch, keep_all
-            if _patch_iou(patch, boxes).min() < min_iou:
-                continue
-            centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # [G, 2]
-            inside = ((centre[:, 0] > patch[0]) & (centre[:, 1] > patch[1])
-                      & (centre[:, 0] < patch[2]) & (centre[:, 1] < patch[3]))
-            if inside.any():
-                return patch, inside
+        # mmdetection tries up to `crop_tries` crops one by one; drawing them all at once and
+        # taking the first that passes gives the same distribution
+        n = p.crop_tries
+        new_w = rng.uniform(p.crop_min_size * w, w, n)
+        new_h = rng.uniform(p.crop_min_size * h, h, n)
+        left = rng.uniform(0, 1, n) * (w - new_w)
+        top = rng.uniform(0, 1, n) * (h - new_h)
+        patches = np.stack([left, top, left + new_w, top + new_h], 1).astype(np.int64)  # [n, 4], truncated
+        ok = (new_h / new_w >= 0.5) & (new_h / new_w <= 2)
+        ok &= (patches[:, 2] > patches[:, 0]) & (patches[:, 3] > patches[:, 1])
+        if len(boxes) == 0:
+            hits = np.flatnonzero(ok)
+            if hits.size:
+                return patches[hits[0]], keep_all
+            continue
+        ok &= _patch_iou(patches, boxes).min(1) >= min_iou
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # [G, 2]
+        inside = ((centre[None, :, 0] > patches[:, None, 0]) & (centre[None, :, 1] > patches[:, None, 1])
+                  & (centre[None, :, 0] < patches[:, None, 2]) & (centre[None, :, 1] < patches[:, None, 3]))  # [n, G]
+        ok &= inside.any(1)
+        hits = np.flatnonzero(ok)
+        if hits.size:
+            return patches[hits[0]], inside[hits[0]]
     return np.array([0, 0, w, h], dtype=np.int64), keep_all
 
 
-def _patch_iou(patch: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box with each of `boxes` [G, 4] -> [G]."""
-    iw = np.clip(np.minimum(patch[2], boxes[:, 2]) - np.maximum(patch[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(patch[3], boxes[:, 3]) - np.maximum(patch[1], boxes[:, 1]), 0, None)
+def _patch_iou(patches: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of each patch [n, 4] with each box [G, 4] -> [n, G]."""
+    p, b = patches[:, None, :].astype(np.float64), boxes[None, :, :]  # [n, 1, 4], [1, G, 4]
+    iw = np.clip(np.minimum(p[..., 2], b[..., 2]) - np.maximum(p[..., 0], b[..., 0]), 0, None)  # [n, G]
+    ih = np.clip(np.minimum(p[..., 3], b[..., 3]) - np.maximum(p[..., 1], b[..., 1]), 0, None)
     inter = iw * ih
-    area_p = float((patch[2] - patch[0]) * (patch[3] - patch[1]))
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area_p + area_b - inter, 1e-6)
+    area_p = (p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1])  # [n, 1]
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # [1, G]
+    return inter / np.maximum(area_p + area_b - inter, UNION_EPS)
 
 
 # --- resampling ------------------------------------------------------------------------------
@@ -214,17 +221,18 @@ def _resample_image(image: np.ndarray, window: np.ndarray, s: int, photo: dict |
     ix0, iy0, ix1, iy1 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     if ix1 <= ix0 or iy1 <= iy0:  # the window shows only fill
         return np.zeros((3, s, s), dtype=np.float32)
-    region = image[iy0:iy1, ix0:ix1].astype(np.float32)  # [h', w', 3]
+    region = np.ascontiguousarray(image[iy0:iy1, ix0:ix1].transpose(2, 0, 1), dtype=np.float32)  # [3, h', w']
     if photo is not None:
         region = photometric(region, photo)
     # Zero padding of (pixel - mean) is the mean fill of Expand; dividing by std normalises.
-    region = (region - MEAN) / STD
+    region -= MEAN[:, None, None]
+    region /= STD[:, None, None]
     gx = (_source_centres(x1, x2 - x1, s) - ix0) * (2.0 / (ix1 - ix0)) - 1.0  # [S] in grid units
     gy = (_source_centres(y1, y2 - y1, s) - iy0) * (2.0 / (iy1 - iy0)) - 1.0
     grid = torch.empty((1, s, s, 2), dtype=torch.float32)
     grid[0, :, :, 0] = torch.from_numpy(gx.astype(np.float32))[None, :]  # [S, S] x varies along columns
     grid[0, :, :, 1] = torch.from_numpy(gy.astype(np.float32))[:, None]
-    src = torch.from_numpy(np.ascontiguousarray(region.transpose(2, 0, 1)))[None]  # [1, 3, h', w']
+    src = torch.from_numpy(region)[None]  # [1, 3, h', w']
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[0].numpy()  # [3, S, S]
 
@@ -266,45 +274,50 @@ def _resample_masks(rles: list[dict], size: tuple[int, int], window: np.ndarray,
 # --- photometric distortion --------------------------------------------------------------------
 
 def photometric(img: np.ndarray, d: dict) -> np.ndarray:
-    """mmdetection v2 PhotoMetricDistortion on float32 RGB [h, w, 3] with drawn values `d`.
+    """mmdetection v2 PhotoMetricDistortion on planar float32 RGB [3, h, w] with drawn values `d`.
 
     Like the original, values are not clipped to 0..255. Saturation scaling in HSV keeps V and
-    H, which in RGB is x -> V + a·(x - V); hue rotation keeps V and the chroma V - min.
+    H, which in RGB is x -> V + a·(x - V); hue rotation keeps V and the chroma V - min. Planar
+    channels keep every step an elementwise operation (reductions over a trailing axis of 3 are
+    several times slower in numpy).
     """
-    img = img.copy()
+    img = img.astype(np.float32, copy=True)
     if "brightness" in d:
         img += np.float32(d["brightness"])
     if d.get("contrast_first") and "contrast" in d:
         img *= np.float32(d["contrast"])
     if "saturation" in d:
-        v = img.max(axis=2, keepdims=True)  # [h, w, 1]
-        img = v + np.float32(d["saturation"]) * (img - v)
+        v = np.maximum(np.maximum(img[0], img[1]), img[2])  # [h, w]
+        img -= v
+        img *= np.float32(d["saturation"])
+        img += v
     if "hue" in d:
         img = _rotate_hue(img, float(d["hue"]))
     if not d.get("contrast_first") and "contrast" in d:
         img *= np.float32(d["contrast"])
     if "permutation" in d:
-        img = img[..., d["permutation"]]
+        img = img[d["permutation"]]
     return img
 
 
 def _rotate_hue(img: np.ndarray, degrees: float) -> np.ndarray:
-    r, g, b = img[..., 0], img[..., 1], img[..., 2]
-    v = img.max(axis=2)
-    m = img.min(axis=2)
-    c = v - m
-    safe = np.where(c > 0, c, 1.0)
-    hue = np.where(v == r, ((g - b) / safe) % 6, np.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
-    hue = np.where(c > 0, hue, 0.0)
-    hue = (hue + degrees / 60.0) % 6  # sector units, 60° each
-    x = c * (1 - np.abs(hue % 2 - 1))
-    sector = hue.astype(np.int64)  # 0..5
-    zero = np.zeros_like(c)
-    # (r, g, b) before adding m, per sector: (c,x,0) (x,c,0) (0,c,x) (0,x,c) (x,0,c) (c,0,x)
-    rr = np.choose(sector, [c, x, zero, zero, x, c])
-    gg = np.choose(sector, [x, c, c, x, zero, zero])
-    bb = np.choose(sector, [zero, zero, x, c, c, x])
-    return (np.stack([rr, gg, bb], axis=2) + m[..., None]).astype(np.float32)  # [h, w, 3]
+    """Rotate the HSV hue of planar RGB [3, h, w] by `degrees`, keeping V and the chroma."""
+    r, g, b = img
+    v = np.maximum(np.maximum(r, g), b)  # [h, w]
+    c = v - np.minimum(np.minimum(r, g), b)
+    safe = np.where(c > 0, c, np.float32(1))
+    # hue in sectors of 60°, in [0, 6); wrapped with `where` (float `%` is slow in numpy)
+    red = (g - b) / safe
+    hue = np.where(v == r, np.where(red < 0, red + 6, red),
+                   np.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = np.where(c > 0, hue, 0) + np.float32(degrees / 60.0)
+    hue = np.where(hue >= 6, hue - 6, np.where(hue < 0, hue + 6, hue))
+    out = np.empty_like(img)
+    for ch, n in enumerate((5, 3, 1)):  # HSV -> RGB: x_n = V - C·clip(min(k, 4 - k), 0, 1), k = (n + H) mod 6
+        k = hue + n
+        k = np.where(k >= 6, k - 6, k)
+        out[ch] = v - c * np.clip(np.minimum(k, 4 - k), 0, 1)
+    return out
 
 
 # --- back to original coordinates --------------------------------------------------------------

@@ -22,14 +22,15 @@ Real-world traps handled here:
 Validation: every problem is a `ValueError` naming the file and the record (image id / file,
 annotation id). With `skip_invalid=True` the bad record is dropped instead (an image takes its
 annotations with it; a bad annotation leaves the rest of its image) and `report.dropped` counts
-them per kind (the `KIND_*` names below). A broken JSON file is always an error.
+them per kind (the `KIND_*` names of `pipeline.coco_checks`, re-exported here). A broken JSON
+file is always an error.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import math
+import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,30 +40,15 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-BACKGROUND_CATEGORY_NAMES = frozenset({"_background_", "__background__", "background", "__ignore__"})
-# COCO's boxes come from float polygons and may overshoot the border by a fraction of a pixel.
-BOX_TOLERANCE = 1.0
-MIN_POLYGON_POINTS = 3
-# How many problems an error message lists before summarising the rest.
-MAX_LISTED_PROBLEMS = 5
+from pipeline.coco_checks import (  # noqa: F401  (the KIND_* names are part of this module's API)
+    KIND_BACKGROUND_ANNOTATION, KIND_BAD_RECORD, KIND_BAD_SEGMENTATION, KIND_BOX_OUTSIDE, KIND_BOX_SIZE,
+    KIND_DUPLICATE_ANNOTATION_ID, KIND_DUPLICATE_IMAGE_ID, KIND_IMAGE_SIZE, KIND_MASK_SIZE, KIND_MISSING_FILE,
+    KIND_NAN_COORDS, KIND_POLYGON, KIND_UNKNOWN_CATEGORY, KIND_UNKNOWN_IMAGE, KIND_UNREADABLE_IMAGE, Problems,
+    check_annotation, check_image_file, short)
 
-KIND_BAD_RECORD = "bad_record"  # a required field is missing or has the wrong type
-KIND_DUPLICATE_IMAGE_ID = "duplicate_image_id"
-KIND_MISSING_FILE = "missing_file"
-KIND_UNREADABLE_IMAGE = "unreadable_image"  # not an image, or truncated (verify_images)
-KIND_IMAGE_SIZE = "image_size"  # the file's size disagrees with the JSON's height/width
-KIND_DUPLICATE_ANNOTATION_ID = "duplicate_annotation_id"
-KIND_UNKNOWN_IMAGE = "unknown_image"
-KIND_UNKNOWN_CATEGORY = "unknown_category"
-KIND_NAN_COORDS = "nan_coords"
-KIND_BOX_SIZE = "box_size"  # non-positive width or height
-KIND_BOX_OUTSIDE = "box_outside"
-KIND_POLYGON = "polygon"  # fewer than 3 points, or an odd number of coordinates
-KIND_MASK_SIZE = "mask_size"  # RLE size disagrees with the image
-KIND_BAD_SEGMENTATION = "bad_segmentation"  # RLE counts that pycocotools cannot read
-# Not errors, counted apart: annotations of a background category are simply not objects, and
-# annotations of a dropped image go with it.
-KIND_BACKGROUND_ANNOTATION = "background_annotation"
+BACKGROUND_CATEGORY_NAMES = frozenset({"_background_", "__background__", "background", "__ignore__"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,7 +88,7 @@ def decode_masks(record: ImageRecord) -> np.ndarray:
     if len(record) == 0:
         return np.zeros((0, record.height, record.width), dtype=bool)
     stacked = mask_utils.decode(instance_rles(record))  # uint8 [H, W, G]
-    return np.ascontiguousarray(stacked.transpose(2, 0, 1)).astype(bool)
+    return np.ascontiguousarray(stacked.transpose(2, 0, 1)).astype(bool)  # [G, H, W]
 
 
 def load_image(path: str, image_id: int | None = None) -> np.ndarray:
@@ -170,26 +156,6 @@ class CocoDataset:
         return table[labels]
 
 
-class _Problems:
-    """Collects (kind, message) pairs; raises them together unless skipping."""
-
-    def __init__(self, json_path: str):
-        self.json_path = json_path
-        self.items: list[tuple[str, str]] = []
-
-    def add(self, kind: str, message: str) -> None:
-        self.items.append((kind, f"{self.json_path}: {message}"))
-
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        listed = "\n  ".join(m for _, m in self.items[:MAX_LISTED_PROBLEMS])
-        more = len(self.items) - MAX_LISTED_PROBLEMS
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise ValueError(f"invalid COCO dataset ({len(self.items)} problems; data.skip_invalid=true "
-                         f"drops such records):\n  {listed}{tail}")
-
-
 def read_json(json_path: str) -> dict:
     if not os.path.exists(json_path):
         raise ValueError(f"{json_path}: annotation file not found")
@@ -216,7 +182,7 @@ def load_coco(json_path: str, image_root: str, *, skip_invalid: bool = False,
     says; `verify_images` also decodes every pixel (catches truncated files; slow on COCO).
     """
     data = read_json(json_path)
-    problems = _Problems(json_path)
+    problems = Problems(json_path)
     categories, background_ids = _categories(data["categories"], json_path)
     images, dropped_ids = _valid_images(data["images"], image_root, verify_images, problems)
     anns, with_images, background = _valid_annotations(
@@ -243,6 +209,8 @@ def load_coco(json_path: str, image_root: str, *, skip_invalid: bool = False,
         coco.dataset = clean
         coco.createIndex()
     records = _records(images, anns, cat_to_label, image_root)
+    if problems.items:
+        log.warning("%s: %s", json_path, report.summary())
     return CocoDataset(json_path=json_path, image_root=image_root, records=records,
                        categories=kept, coco=coco, report=report)
 
@@ -263,7 +231,7 @@ def _categories(raw: list, json_path: str) -> tuple[dict[int, dict], set[int]]:
 
 
 def _valid_images(raw: list, image_root: str, verify: bool,
-                  problems: _Problems) -> tuple[dict[int, dict], set]:
+                  problems: Problems) -> tuple[dict[int, dict], set]:
     """Valid images by id, and the ids of the dropped ones (their annotations go with them)."""
     counts = Counter(im.get("id") for im in raw if isinstance(im, dict))
     images: dict[int, dict] = {}
@@ -272,7 +240,7 @@ def _valid_images(raw: list, image_root: str, verify: bool,
         if not isinstance(im, dict) or not isinstance(im.get("id"), int) \
                 or not isinstance(im.get("file_name"), str) \
                 or not all(isinstance(im.get(k), int) and im[k] > 0 for k in ("height", "width")):
-            problems.add(KIND_BAD_RECORD, f"image {_short(im)}: needs integer 'id', 'file_name' and "
+            problems.add(KIND_BAD_RECORD, f"image {short(im)}: needs integer 'id', 'file_name' and "
                                           "positive integer 'height' and 'width'")
             continue
         where = f"image id={im['id']} file {im['file_name']}"
@@ -280,7 +248,7 @@ def _valid_images(raw: list, image_root: str, verify: bool,
             problems.add(KIND_DUPLICATE_IMAGE_ID, f"{where}: image id {im['id']} appears {counts[im['id']]} times")
             dropped.add(im["id"])
             continue
-        kind, message = _check_image_file(os.path.join(image_root, im["file_name"]), im, verify)
+        kind, message = check_image_file(os.path.join(image_root, im["file_name"]), im, verify)
         if kind is not None:
             problems.add(kind, f"{where}: {message}")
             dropped.add(im["id"])
@@ -289,24 +257,8 @@ def _valid_images(raw: list, image_root: str, verify: bool,
     return images, dropped
 
 
-def _check_image_file(path: str, im: dict, verify: bool) -> tuple[str | None, str]:
-    if not os.path.exists(path):
-        return KIND_MISSING_FILE, f"file not found at {path}"
-    try:
-        with Image.open(path) as f:
-            size = f.size
-            if verify:
-                f.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        return KIND_UNREADABLE_IMAGE, f"cannot decode {path} ({e})"
-    if size != (im["width"], im["height"]):
-        return KIND_IMAGE_SIZE, (f"file is {size[0]}x{size[1]} (w x h) but the JSON says "
-                                 f"{im['width']}x{im['height']}")
-    return None, ""
-
-
 def _valid_annotations(raw: list, images: dict[int, dict], dropped_images: set, categories: dict[int, dict],
-                       background_ids: set[int], problems: _Problems) -> tuple[list[dict], int, int]:
+                       background_ids: set[int], problems: Problems) -> tuple[list[dict], int, int]:
     """Valid annotations, and how many went with a dropped image or were of a background class."""
     counts = Counter(a.get("id") for a in raw if isinstance(a, dict))
     anns = []
@@ -315,7 +267,7 @@ def _valid_annotations(raw: list, images: dict[int, dict], dropped_images: set, 
         if not isinstance(a, dict) or not isinstance(a.get("id"), int) \
                 or not isinstance(a.get("image_id"), int) or not isinstance(a.get("category_id"), int) \
                 or not isinstance(a.get("segmentation"), (list, dict)):
-            problems.add(KIND_BAD_RECORD, f"annotation {_short(a)}: needs integer 'id', 'image_id', "
+            problems.add(KIND_BAD_RECORD, f"annotation {short(a)}: needs integer 'id', 'image_id', "
                                           "'category_id' and a 'segmentation'")
             continue
         if a["category_id"] in background_ids:
@@ -336,47 +288,12 @@ def _valid_annotations(raw: list, images: dict[int, dict], dropped_images: set, 
         if im is None:
             problems.add(KIND_UNKNOWN_IMAGE, f"{where}: no valid image with id {a['image_id']}")
             continue
-        kind, message = _check_annotation(a, im["height"], im["width"])
+        kind, message = check_annotation(a, im["height"], im["width"])
         if kind is not None:
             problems.add(kind, f"{where}: {message}")
             continue
         anns.append(_completed(a, im["height"], im["width"]))
     return anns, with_images, background
-
-
-def _check_annotation(a: dict, h: int, w: int) -> tuple[str | None, str]:
-    seg = a["segmentation"]
-    if isinstance(seg, list):
-        if not seg:
-            return KIND_POLYGON, "empty polygon list"
-        for i, poly in enumerate(seg):
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) for v in poly):
-                return KIND_BAD_SEGMENTATION, f"polygon {i} is not a list of numbers"
-            if not np.isfinite(np.asarray(poly, dtype=np.float64)).all():
-                return KIND_NAN_COORDS, f"polygon {i} has NaN or infinite coordinates"
-            if len(poly) % 2 or len(poly) < 2 * MIN_POLYGON_POINTS:
-                return KIND_POLYGON, (f"polygon {i} has {len(poly)} coordinates ({len(poly) // 2} points); "
-                                      f"a polygon needs at least {MIN_POLYGON_POINTS} points (x, y pairs)")
-    else:
-        size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2) or not isinstance(counts, (str, list)):
-            return KIND_BAD_SEGMENTATION, "RLE needs 'size' [h, w] and 'counts'"
-        if list(size) != [h, w]:
-            return KIND_MASK_SIZE, f"mask size {size[0]}x{size[1]} (h x w) disagrees with the image {h}x{w}"
-        if isinstance(counts, list) and sum(counts) != h * w:
-            return KIND_BAD_SEGMENTATION, f"uncompressed RLE counts sum to {sum(counts)}, not h*w = {h * w}"
-    if "bbox" in a:
-        box = a["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            return KIND_BAD_RECORD, f"bbox {box!r} is not [x, y, w, h]"
-        if not all(math.isfinite(v) for v in box):
-            return KIND_NAN_COORDS, f"bbox {box} has NaN or infinite coordinates"
-        x, y, bw, bh = box
-        if bw <= 0 or bh <= 0:
-            return KIND_BOX_SIZE, f"bbox {box} has non-positive width or height"
-        if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + bw > w + BOX_TOLERANCE or y + bh > h + BOX_TOLERANCE:
-            return KIND_BOX_OUTSIDE, f"bbox {box} (x, y, w, h) lies outside the {w}x{h} image"
-    return None, ""
 
 
 def _completed(a: dict, h: int, w: int) -> dict:
@@ -406,8 +323,3 @@ def _records(images: dict[int, dict], anns: list[dict], cat_to_label: dict[int, 
             labels=np.array([cat_to_label[a["category_id"]] for a in items], dtype=np.int64),
             boxes=boxes, segmentations=tuple(a["segmentation"] for a in items)))
     return records
-
-
-def _short(obj) -> str:
-    text = repr(obj)
-    return text if len(text) <= 80 else text[:77] + "..."

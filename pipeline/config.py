@@ -43,7 +43,10 @@ class DataConfig:
     # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
     integrals: str = "loader"
     parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
-    parquet_layout: str = "integral"  # "integral" | "rle"; see docs/benchmarks.md (data section)
+    # "rle" (integrals built at read time) or "integral" (region integrals stored, ~110x the bytes);
+    # chosen on the numbers in docs/benchmarks.md (data section). integrals="parquet" is only
+    # faster than "loader" with the "integral" layout.
+    parquet_layout: str = "rle"
     parquet_images_per_shard: int = 64
     precompute_workers: int = 2  # concurrent Ray Data tasks of jobs.precompute
     loader_workers: int = 1
@@ -146,6 +149,16 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0,)
     max_concurrent_trials: int = 1
     name: str | None = None  # None: derived from the preset and a timestamp
+    # Model-option rows (keys of VARIANTS below), crossed with the grid above; () = none.
+    variants: tuple[str, ...] = ()
+    # Everything a sweep writes (Tune state, report) goes under <root>/<name>; Train runs go under
+    # <train.storage_path>/sweeps/<name>. Absolute after expansion, never the working directory.
+    root: str = "~/.cache/maskaware/sweeps"
+    trial_max_failures: int = 1  # Tune restarts a failed trial driver this often
+    # Embedded mode (a local Ray started by the sweep): object store size; Ray's default, 30 % of
+    # RAM, is far more than a CPU sweep needs.
+    object_store_mb: int = 768
+    report_images: int = 3  # validation images in the Fig.-1-style anchor picture
 
 
 @dataclass(frozen=True)
@@ -258,8 +271,10 @@ def _tiny() -> Config:
         train=TrainConfig(epochs=1, max_iters=150, batch_size=4, lr=4e-3, lr_reference_batch=4,
                           warmup_iters=30, checkpoint_every=50, log_every=10, amp=False),
         eval=EvalConfig(fps_warmup=2, fps_runs=10, overlays=2),
+        # 2 trials at a time, one 1-CPU Train worker each: both cores train, and one trial's
+        # fixed Ray start-up (~20–30 s) overlaps the other's training.
         sweep=SweepConfig(scales=(192, 256), assigners=("atss_iou", "atss_maiou"), seeds=(0,),
-                          max_concurrent_trials=1),
+                          max_concurrent_trials=2),
     )
 
 
@@ -290,15 +305,34 @@ def _paper() -> Config:
 
 
 def _mayolact() -> Config:
-    # Table 4 of the maIoU paper: maYOLACT-550 = ATSS-maIoU + DCNv2 (every block of C3–C5) +
-    # CARAFE + 2 anchors per location + cosine LR at 8e-3.
+    # Table 4 of the maIoU paper, one trial per cumulative row (VARIANTS): YOLACT-550, then
+    # + ATSS w. maIoU, + CARAFE FPN, + DCNv2 (every block of C3–C5), + 2 anchors per location,
+    # + cosine LR at 8e-3 = maYOLACT-550.
     base = _paper()
-    return replace(
-        base,
-        model=replace(base.model, dcn_interval=1, dcn_groups=4, carafe=True, anchor_grid="mayolact"),
-        train=replace(base.train, assigner="atss_maiou", lr=8e-3, schedule="cosine"),
-        sweep=replace(base.sweep, scales=(550,), assigners=("atss_maiou",)),
-    )
+    return replace(base, sweep=replace(base.sweep, scales=(550,), assigners=("atss_maiou",),
+                                       variants=tuple(VARIANTS)))
+
+
+def _cumulative(steps: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, tuple[str, ...]]:
+    """Each row keeps the overrides of the rows above it (Table 4 adds one option per row)."""
+    rows, acc = {}, ()
+    for name, overrides in steps:
+        acc = acc + overrides
+        rows[name] = acc
+    return rows
+
+
+# Sweep variants: name -> `section.field=value` overrides applied on top of a cell's scale,
+# assigner and seed (a variant that sets train.assigner wins over the assigner axis). The Table-4
+# rows are cumulative: "cosine" is maYOLACT, with every option of the rows above it.
+VARIANTS: dict[str, tuple[str, ...]] = _cumulative((
+    ("yolact", ("train.assigner=fixed_iou",)),
+    ("atss_maiou", ("train.assigner=atss_maiou",)),
+    ("carafe", ("model.carafe=true",)),
+    ("dcnv2", ("model.dcn_interval=1", "model.dcn_groups=4")),
+    ("more_anchors", ("model.anchor_grid=mayolact",)),
+    ("cosine", ("train.schedule=cosine", "train.lr=0.008")),
+))
 
 
 PRESETS = {"tiny": _tiny, "synthetic": _synthetic, "paper": _paper, "mayolact": _mayolact}

@@ -152,16 +152,16 @@ def integrals_from_sample(sample: Sample) -> MaskIntegrals:
     parts, origins, sizes = [], [], []
     for mask, box in zip(sample.masks, sample.boxes.astype(np.int64)):
         x0, y0, x1, y1 = (int(v) for v in box)
-        parts.append(region_integral(mask[y0:y1, x0:x1]).reshape(-1))
+        parts.append(region_integral(mask[y0:y1, x0:x1]).reshape(-1))  # [(h+1)·(w+1)]
         origins.append((y0, x0))
         sizes.append((y1 - y0, x1 - x0))
     lengths = np.array([p.size for p in parts], dtype=np.int64)
     data = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     total = np.array([p[-1] for p in parts], dtype=np.int64)
     return MaskIntegrals(data=torch.from_numpy(data), offset=torch.from_numpy(np.cumsum(lengths) - lengths),
-                         origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2),
-                         size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),
-                         total=torch.from_numpy(total), image_size=(s, s))
+                         origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2),  # [G, 2]
+                         size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),  # [G, 2]
+                         total=torch.from_numpy(total), image_size=(s, s)).prepared()  # tables built here, off the step
 
 
 def collate(items: list[dict]) -> Batch:
@@ -261,14 +261,17 @@ def load_split(data_cfg, split: str) -> CocoDataset:
                      verify_images=data_cfg.verify_images)
 
 
+def build_dataset(data_cfg, split: str) -> InstanceDataset:
+    """One split's dataset: "train" augments (when `data_cfg.augment`) and leaves out images
+    without annotations; "val" is resize-only and keeps every image."""
+    train = split == "train"
+    params = AugmentParams(scale=data_cfg.scale, train=train and data_cfg.augment,
+                           min_box_size=data_cfg.min_box_size)
+    parquet = parquet_split_dir(data_cfg, split) if data_cfg.integrals == "parquet" else None
+    return InstanceDataset(load_split(data_cfg, split), params, data_cfg.integrals, parquet,
+                           keep_empty=not train)
+
+
 def build_datasets(data_cfg) -> tuple[InstanceDataset, InstanceDataset]:
-    """(train, val) datasets for a DataConfig; val keeps images without annotations."""
-    out = []
-    for split in SPLITS:
-        train = split == "train"
-        params = AugmentParams(scale=data_cfg.scale, train=train and data_cfg.augment,
-                               min_box_size=data_cfg.min_box_size)
-        parquet = parquet_split_dir(data_cfg, split) if data_cfg.integrals == "parquet" else None
-        out.append(InstanceDataset(load_split(data_cfg, split), params, data_cfg.integrals, parquet,
-                                   keep_empty=not train))
-    return out[0], out[1]
+    """(train, val) datasets for a DataConfig (see `build_dataset`)."""
+    return build_dataset(data_cfg, "train"), build_dataset(data_cfg, "val")

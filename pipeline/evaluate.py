@@ -36,22 +36,16 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pipeline.arrays import to_numpy
 from pipeline.olrp import UNDEFINED, olrp_per_class, summarize_olrp
 
 IOU_TYPES = ("segm", "bbox")
 AP_NAMES = ("AP", "AP50", "AP75", "APS", "APM", "APL")  # COCOeval.stats[0:6]
 PREDICTION_KEYS = ("image_id", "boxes", "scores", "labels", "masks")
+# Optional result field: a mask's own score (YOLACT++ re-scoring), used instead of `score` for segm.
+MASK_SCORE = "mask_score"
 
 log = logging.getLogger(__name__)
-
-
-def _numpy(x) -> np.ndarray:
-    """A torch tensor (any device) or array-like as a numpy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if x.is_floating_point() and x.element_size() < 4:  # numpy has no bfloat16
-            x = x.float()
-    return np.asarray(x)
 
 
 def _prediction_arrays(i: int, pred: dict, num_labels: int):
@@ -61,12 +55,12 @@ def _prediction_arrays(i: int, pred: dict, num_labels: int):
         raise ValueError(f"predictions[{i}] lacks {missing}; expected keys {list(PREDICTION_KEYS)}")
     image_id = int(pred["image_id"])
     where = f"predictions[{i}] (image {image_id})"
-    scores = _numpy(pred["scores"]).astype(np.float64).reshape(-1)  # [N]
+    scores = to_numpy(pred["scores"]).astype(np.float64).reshape(-1)  # [N]
     n = len(scores)
-    boxes = _numpy(pred["boxes"]).astype(np.float64)
+    boxes = to_numpy(pred["boxes"]).astype(np.float64)
     boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes  # [N, 4] xyxy
-    labels = _numpy(pred["labels"]).astype(np.int64).reshape(-1)  # [N]
-    masks = _numpy(pred["masks"])
+    labels = to_numpy(pred["labels"]).astype(np.int64).reshape(-1)  # [N]
+    masks = to_numpy(pred["masks"])
     if boxes.shape != (n, 4) or len(labels) != n or masks.ndim != 3 or len(masks) != n:
         raise ValueError(f"{where}: boxes {list(boxes.shape)}, scores {list(scores.shape)}, labels "
                          f"{list(labels.shape)} and masks {list(masks.shape)} must be [N,4], [N], [N], [N,h,w]")
@@ -93,14 +87,21 @@ def predictions_to_coco_results(predictions: Iterable[dict], label_to_cat: Seque
         stack = np.ascontiguousarray(masks.transpose(0, 2, 1))  # [N, w, h]
         rles = mask_utils.encode(stack.view(np.uint8).transpose(2, 1, 0))  # [h, w, N], F-ordered
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # [N, 4]
-        for box, score, label, rle in zip(xywh.tolist(), scores.tolist(), labels.tolist(), rles):
-            results.append({
+        # YOLACT++ re-scoring ranks masks by class score × predicted mask IoU; boxes keep the class score.
+        mask_scores = (to_numpy(pred["mask_scores"]).astype(np.float64).reshape(-1).tolist()
+                       if "mask_scores" in pred else [None] * n)
+        for box, score, mscore, label, rle in zip(xywh.tolist(), scores.tolist(), mask_scores,
+                                                  labels.tolist(), rles):
+            result = {
                 "image_id": image_id,
                 "category_id": cats[label],
                 "bbox": box,
                 "score": score,
                 "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            })
+            }
+            if mscore is not None and mscore != score:
+                result[MASK_SCORE] = mscore
+            results.append(result)
     return results
 
 
@@ -148,6 +149,9 @@ def _results_coco(coco_gt: COCO, results: list[dict], iou_type: str, segm_area_f
         return res
     # Copies: loadRes writes ids and areas into the dicts it gets.
     anns = [dict(r) for r in results]
+    if iou_type == "segm":
+        for a in anns:  # masks are ranked by their own score where the model gives one
+            a["score"] = a.pop(MASK_SCORE, a["score"])
     if iou_type == "segm" and not segm_area_from_box:
         for a in anns:  # without a box, loadRes takes each detection's area from its mask
             a.pop("bbox", None)

@@ -101,7 +101,7 @@ def _check_params(coco_eval) -> tuple[int, int]:
     p = coco_eval.params
     if not isinstance(getattr(coco_eval, "evalImgs", None), list):  # a list once evaluate() ran
         raise ValueError("coco_eval: run COCOeval.evaluate() before computing oLRP")
-    if abs(float(p.iouThrs[0]) - TAU) > 1e-12:
+    if not np.isclose(float(p.iouThrs[0]), TAU):
         raise ValueError(f"coco_eval.params.iouThrs[0] is {p.iouThrs[0]}, oLRP needs {TAU}")
     if int(p.maxDets[-1]) != MAX_DETS:
         raise ValueError(f"coco_eval.params.maxDets[-1] is {p.maxDets[-1]}, oLRP needs {MAX_DETS}")

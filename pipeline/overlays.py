@@ -14,42 +14,38 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.arrays import to_numpy
+
 GOLDEN_RATIO = 0.618033988749895  # hue step that keeps consecutive class colours far apart
 BOX_WIDTH = 2
 TEXT_PAD = 2
 LIGHT_LUMA = 140  # caption backgrounds brighter than this get black text
+REC601_LUMA = (0.299, 0.587, 0.114)  # R, G, B weights of perceived brightness
+CLASS_SATURATION, CLASS_VALUE = 0.85, 0.95  # HSV of the class colours: vivid, not glaring
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb((label * GOLDEN_RATIO) % 1.0, 0.85, 0.95)
+    r, g, b = colorsys.hsv_to_rgb((label * GOLDEN_RATIO) % 1.0, CLASS_SATURATION, CLASS_VALUE)
     return int(255 * r), int(255 * g), int(255 * b)
 
 
 def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
     """Black on light captions, white on dark ones (Rec. 601 luma)."""
-    r, g, b = background
-    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > LIGHT_LUMA else (255, 255, 255)
-
-
-def _numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if x.is_floating_point() and x.element_size() < 4:  # numpy has no bfloat16
-            x = x.float()
-    return np.asarray(x)
+    luma = sum(w * c for w, c in zip(REC601_LUMA, background))
+    return (0, 0, 0) if luma > LIGHT_LUMA else (255, 255, 255)
 
 
 def draw_overlay(image, prediction: dict, class_names: Sequence[str] | None = None, *,
                  score_thr: float = 0.3, alpha: float = 0.45) -> Image.Image:
     """The overlay as a PIL RGB image of the input's size."""
-    img = _numpy(image)
+    img = to_numpy(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [H, W, 3], got {img.dtype} {list(img.shape)}")
     h, w = img.shape[:2]
-    scores = _numpy(prediction["scores"]).astype(np.float64).reshape(-1)  # [N]
-    boxes = _numpy(prediction["boxes"]).astype(np.float64).reshape(-1, 4)  # [N, 4]
-    labels = _numpy(prediction["labels"]).astype(np.int64).reshape(-1)  # [N]
-    masks = _numpy(prediction["masks"]).astype(bool)  # [N, h, w]
+    scores = to_numpy(prediction["scores"]).astype(np.float64).reshape(-1)  # [N]
+    boxes = to_numpy(prediction["boxes"]).astype(np.float64).reshape(-1, 4)  # [N, 4]
+    labels = to_numpy(prediction["labels"]).astype(np.int64).reshape(-1)  # [N]
+    masks = to_numpy(prediction["masks"]).astype(bool)  # [N, h, w]
     if masks.shape[1:] != (h, w) or len(masks) != len(scores):
         raise ValueError(f"prediction masks {list(masks.shape)} do not match the image {h}x{w} "
                          f"and {len(scores)} scores")

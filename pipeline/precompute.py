@@ -6,7 +6,10 @@ The only Ray Data code of the project. Steps:
    `images_per_shard` images (`shard-00007-of-00042.parquet`);
 2. skip shards already on disk (idempotent: a shard file only ever appears complete, written to
    a temporary name, read back, validated and renamed), unless the manifest says they were
-   made from other inputs or settings (then: an error, or rebuilt with `overwrite`);
+   made from other inputs or settings (then: an error, or rebuilt with `overwrite`). Each shard
+   also records the plan it was made for (`PLAN_KEYS`, in its schema metadata): a shard left by
+   an interrupted run with other settings is rewritten, and files that are not in the current
+   plan (another shard count, temporary files) are removed, so a directory never mixes plans;
 3. `ray.data.from_items(one item per missing shard).map(write shard)` with `num_workers`
    concurrent tasks; each task decodes its masks, computes the rows, writes zstd Parquet with
    small row groups, reads it back and validates it;
@@ -37,6 +40,9 @@ from pipeline.instance_table import (LAYOUTS, SCHEMA_VERSION, InstanceStore, col
                                      validate_table)
 
 MANIFEST = "_manifest.json"
+# What a directory's tables depend on: the manifest's and every shard's record of its plan.
+PLAN_KEYS = ("schema_version", "layout", "images_per_shard", "source_sha1", "skip_invalid", "images")
+PLAN_METADATA_KEY = b"maskaware.plan"
 ROW_GROUP_SIZE = 128  # small groups keep per-image filtered reads cheap (see ecosystem notes §4)
 COMPRESSION = "zstd"
 # Ray's object store for a cluster we start ourselves; Ray's default (30 % of RAM) is far more
@@ -54,6 +60,7 @@ class PrecomputeResult:
     rows_written: int = 0
     bytes: int = 0  # Parquet bytes of the whole directory
     seconds: float = 0.0  # wall time of the Ray part (what the throughput is measured on)
+    validation: str = ""  # what loading the split dropped (pipeline.coco.ValidationReport.summary)
 
     @property
     def instances_per_second(self) -> float:
@@ -88,8 +95,12 @@ def ray_session(num_cpus: int | None = None, object_store_memory: int = OBJECT_S
             ray.shutdown()
 
 
-def _write_shard(item: dict, out_dir: str, layout: str, label_to_category: list[int]) -> dict:
-    """Ray Data map task: one shard of records -> a validated Parquet file."""
+def _plan_json(manifest: dict) -> str:
+    return json.dumps({k: manifest[k] for k in PLAN_KEYS}, sort_keys=True)
+
+
+def _write_shard(item: dict, out_dir: str, layout: str, label_to_category: list[int], plan: str) -> dict:
+    """Ray Data map task: one shard of records -> a validated Parquet file recording `plan`."""
     start = time.perf_counter()
     records: list[ImageRecord] = pickle.loads(item["payload"])
     cols: dict[str, list] = {}
@@ -97,6 +108,7 @@ def _write_shard(item: dict, out_dir: str, layout: str, label_to_category: list[
         for k, v in record_columns(record, label_to_category, layout).items():
             cols.setdefault(k, []).extend(v)
     table = columns_to_table(cols)
+    table = table.replace_schema_metadata({**table.schema.metadata, PLAN_METADATA_KEY: plan.encode()})
     final = os.path.join(out_dir, item["name"])
     tmp = f"{final}.tmp-{uuid.uuid4().hex}"
     try:
@@ -110,7 +122,7 @@ def _write_shard(item: dict, out_dir: str, layout: str, label_to_category: list[
             "seconds": time.perf_counter() - start}
 
 
-def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "integral",
+def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "rle",
                images_per_shard: int = 64, num_workers: int = 2, skip_invalid: bool = False,
                overwrite: bool = False, progress: bool = True, shutdown_ray: bool = True) -> PrecomputeResult:
     """Write (or complete) the Parquet tables of one COCO-format split into `out_dir`.
@@ -129,20 +141,25 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     manifest = {"schema_version": SCHEMA_VERSION, "layout": layout, "images_per_shard": images_per_shard,
                 "source": os.path.abspath(json_path), "source_sha1": _fingerprint(json_path),
                 "skip_invalid": skip_invalid, "images": len(records),
+                "category_names": source.category_names, "label_to_category": source.label_to_category,
                 "shards": {shard_name(i, n): sum(len(r) for r in c) for i, c in enumerate(chunks)}}
     os.makedirs(out_dir, exist_ok=True)
     _check_manifest(out_dir, manifest, overwrite)
-    todo = [i for i in range(n) if not _shard_done(out_dir, shard_name(i, n), manifest["shards"][shard_name(i, n)])]
-    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if i not in todo])
+    _remove_unplanned(out_dir, manifest["shards"])
+    plan = _plan_json(manifest)
+    todo = [i for i in range(n) if not _shard_done(out_dir, shard_name(i, n), manifest["shards"][shard_name(i, n)], plan)]
+    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if i not in todo],
+                              validation=source.report.summary())
     if todo:
         items = [{"shard": i, "name": shard_name(i, n), "rows": manifest["shards"][shard_name(i, n)],
                   "payload": pickle.dumps(chunks[i])} for i in todo]
         with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
             start = time.perf_counter()
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
                 _write_shard, fn_kwargs={"out_dir": out_dir, "layout": layout,
-                                         "label_to_category": source.label_to_category},
+                                         "label_to_category": source.label_to_category, "plan": plan},
                 compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1)
             bar = tqdm(total=len(todo), desc=f"precompute {os.path.basename(out_dir) or out_dir}",
                        unit="shard", disable=not progress)
@@ -152,8 +169,10 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
                 bar.update(1)
             bar.close()
             result.seconds = time.perf_counter() - start
-    with open(os.path.join(out_dir, MANIFEST), "w") as f:
+    tmp = os.path.join(out_dir, f"{MANIFEST}.tmp-{uuid.uuid4().hex}")
+    with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, MANIFEST))  # appears complete, or not at all
     store = InstanceStore(out_dir)  # reads every shard back: schema, contiguity per image
     expected = sum(manifest["shards"].values())
     if len(store) != expected:
@@ -168,28 +187,45 @@ def _check_manifest(out_dir: str, manifest: dict, overwrite: bool) -> None:
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        old = json.load(f)
-    keys = ("schema_version", "layout", "images_per_shard", "source_sha1", "skip_invalid", "images")
-    changed = [k for k in keys if old.get(k) != manifest[k]]
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        if not isinstance(old, dict):
+            raise ValueError(f"{path} is not a JSON object")
+        changed = [k for k in PLAN_KEYS if old.get(k) != manifest[k]]
+        why = f"{', '.join(changed)} differ"
+    except ValueError:  # not JSON: damaged, or made by something else
+        changed, why = [MANIFEST], f"its {MANIFEST} is unreadable"
     if not changed:
         return
     if not overwrite:
-        raise ValueError(f"{out_dir} holds tables made with other inputs or settings ({', '.join(changed)} "
-                         f"differ); use another --out or --overwrite")
+        raise ValueError(f"{out_dir} holds tables made with other inputs or settings ({why}); "
+                         f"use another --out or --overwrite")
     for name in os.listdir(out_dir):
         if name.startswith("shard-") or name == MANIFEST:
             os.remove(os.path.join(out_dir, name))
 
 
-def _shard_done(out_dir: str, name: str, rows: int) -> bool:
+def _remove_unplanned(out_dir: str, planned: dict[str, int]) -> None:
+    """Remove shard files that are not in the plan: an interrupted run's (another shard count,
+    or temporary files of killed tasks). The manifest check before has made sure that the
+    directory holds nothing a finished run of other settings made."""
+    for name in os.listdir(out_dir):
+        if name.startswith("shard-") and name not in planned:
+            os.remove(os.path.join(out_dir, name))
+
+
+def _shard_done(out_dir: str, name: str, rows: int, plan: str) -> bool:
+    """A complete shard of this plan: readable footer, the expected rows, the same plan recorded."""
     path = os.path.join(out_dir, name)
     if not os.path.exists(path):
         return False
     try:
-        return pq.read_metadata(path).num_rows == rows
+        meta = pq.read_metadata(path)
+        recorded = (meta.schema.to_arrow_schema().metadata or {}).get(PLAN_METADATA_KEY)
     except (OSError, ValueError):
         return False
+    return meta.num_rows == rows and recorded == plan.encode()
 
 
 def verify(out_dir: str) -> int:
@@ -211,23 +247,38 @@ def result_summary(result: PrecomputeResult) -> dict:
     return d
 
 
+def precompute_splits(data_cfg, splits=SPLITS, *, overwrite: bool = False,
+                      progress: bool = False) -> dict[str, PrecomputeResult]:
+    """Write (or complete) the tables of each split of `data_cfg` into
+    `parquet_split_dir(data_cfg, split)`, with its layout, shard size, workers and skip_invalid.
+
+    One Ray cluster serves every split: the running one, or a local one started by the first
+    split that has work and shut down at the end. Split names are checked before any work.
+    """
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; valid: {', '.join(SPLITS)}")
+    out = {}
+    started = not ray.is_initialized()
+    try:
+        for split in splits:
+            json_path, image_root = split_paths(data_cfg, split)
+            out[split] = precompute(json_path, image_root, parquet_split_dir(data_cfg, split),
+                                    layout=data_cfg.parquet_layout,
+                                    images_per_shard=data_cfg.parquet_images_per_shard,
+                                    num_workers=data_cfg.precompute_workers,
+                                    skip_invalid=data_cfg.skip_invalid, overwrite=overwrite,
+                                    progress=progress, shutdown_ray=False)
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+    return out
+
+
 def ensure_precomputed(data_cfg, progress: bool = False) -> dict[str, str]:
     """Make sure both splits of `data_cfg` have their Parquet tables; returns split -> directory.
 
     For `DataConfig.integrals == "parquet"`: call it once in the driver before training
     (it uses the running Ray cluster, or starts a local one for the duration).
     """
-    out = {}
-    started = not ray.is_initialized()
-    try:
-        for split in SPLITS:
-            json_path, image_root = split_paths(data_cfg, split)
-            out_dir = parquet_split_dir(data_cfg, split)
-            precompute(json_path, image_root, out_dir, layout=data_cfg.parquet_layout,
-                       images_per_shard=data_cfg.parquet_images_per_shard, num_workers=data_cfg.precompute_workers,
-                       skip_invalid=data_cfg.skip_invalid, progress=progress, shutdown_ray=False)
-            out[split] = out_dir
-    finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
-    return out
+    return {split: result.out_dir for split, result in precompute_splits(data_cfg, progress=progress).items()}

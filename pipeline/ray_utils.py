@@ -47,6 +47,8 @@ def init_ray(num_cpus: int | None = None, *, num_gpus: int | None = None,
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         return True
-    ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
+    # "local": start our own cluster even when a `ray start` head runs on this machine (joining it
+    # would reject num_cpus and the other start-up settings).
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
              object_store_memory=object_store_bytes, resources=resources, **kwargs)
     return True

@@ -43,11 +43,12 @@ SPLITS = {"train": 0, "val": 1}
 MIN_OBJECTS, MAX_OBJECTS = 2, 8
 MAX_OCCLUDED = 0.5  # an object keeps at least this complement of its pixels visible
 MIN_VISIBLE_PIXELS = 12
-MIN_THICKNESS_PX = 1.5
-AXIS_JITTER = 0.15  # radians of rotation for the axis-aligned solids  # thin parts (ring walls, bar widths) stay at least this thick
+MIN_THICKNESS_PX = 1.5  # thin parts (ring walls, bar widths) stay at least this thick
+AXIS_JITTER = 0.15  # radians of rotation for the axis-aligned solids
 PLACEMENT_TRIES = 20
 PNG_COMPRESS_LEVEL = 1  # fast to write; the files are ~30 % larger than at the default level
 MOB_BINS = np.linspace(0.0, 1.0, 11)
+MIN_BOX_AREA = 1e-9  # floor of the box area in `mob_of`, so a degenerate box gives no division by 0
 
 
 # --- shapes: predicates over local coordinates (u, v) in units of the object radius ---------
@@ -274,7 +275,7 @@ def mob_of(anns: list[dict]) -> np.ndarray:
     """Mask-over-box ratio of COCO annotations (area / bbox area), float64 [N]."""
     area = np.array([a["area"] for a in anns], dtype=np.float64)
     box = np.array([a["bbox"][2] * a["bbox"][3] for a in anns], dtype=np.float64)
-    return area / np.maximum(box, 1e-9)
+    return area / np.maximum(box, MIN_BOX_AREA)
 
 
 def mob_statistics(anns: list[dict]) -> dict:

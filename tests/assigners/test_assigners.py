@@ -206,3 +206,17 @@ def test_fixed_iou_equals_by_the_book(seed, device):
     gt[3] = gt[1]  # identical GTs: ties between GTs
     out = ASSIGNERS["fixed_iou"](gt.to(device), None, anchors.to(device), [150, 50])
     assert out.cpu().tolist() == _max_iou_by_the_book(box_iou(gt, anchors))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_level_sizes_as_any_int_sequence_and_grad_anchors(name):
+    import numpy as np
+    gt, masks, anchors = _atss_case("cpu")
+    expect = ASSIGNERS[name](gt, masks, anchors, [6])
+    assert torch.equal(ASSIGNERS[name](gt, masks, anchors, (np.int64(6),)), expect)
+    with pytest.raises(ValueError, match="num_anchors_per_level"):
+        ASSIGNERS[name](gt, masks, anchors, torch.tensor([6]))
+    with pytest.raises(ValueError, match="num_anchors_per_level"):
+        ASSIGNERS[name](gt, masks, anchors, [7, -1])
+    # anchors straight out of a model that tracks gradients: the assignment does not
+    assert torch.equal(ASSIGNERS[name](gt, masks, anchors.clone().requires_grad_(), [6]), expect)

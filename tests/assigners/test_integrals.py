@@ -95,3 +95,26 @@ def test_transform_maps_boxes_into_the_integral_frame(device):
     assert torch.equal(mi.count(query.to(device)).cpu(), brute_counts(cut, frame_boxes))
     assert mi.areas().cpu().tolist() == cut.flatten(1).sum(1).tolist()
     assert float(mi.area_scale()) == 0.25
+
+
+def test_sparse_pairs_equal_brute_force(device):
+    gen = torch.Generator().manual_seed(9)
+    _, masks, anchors = random_case(gen, 17, 21, g=4, a=30, spill=True)
+    mi = MaskIntegrals.from_masks(masks.to(device))
+    instance = torch.randint(0, 4, (30,), generator=gen)
+    got = mi.count_pairs_as(instance.to(device), anchors.to(device), torch.float32).cpu()
+    full = brute_counts(masks, anchors)
+    assert got.tolist() == full[instance, torch.arange(30)].float().tolist()
+
+
+def test_pickle_and_moves_keep_the_lookup_tables(device):
+    import pickle
+    gen = torch.Generator().manual_seed(10)
+    _, masks, anchors = random_case(gen, 12, 14, g=3, a=20)
+    mi = pickle.loads(pickle.dumps(MaskIntegrals.from_masks(masks)))  # as Ray / loader workers ship it
+    assert "_geometry" in mi.__dict__
+    moved = mi.to(device)
+    assert all(t.device.type == device.type for t in moved.__dict__["_geometry"])
+    assert torch.equal(moved.count(anchors.to(device)).cpu(), brute_counts(masks, anchors))
+    plain = MaskIntegrals(mi.data, mi.offset, mi.origin, mi.size, mi.total, mi.image_size)  # no tables yet
+    assert torch.equal(plain.count(anchors), brute_counts(masks, anchors))

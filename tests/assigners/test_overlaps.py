@@ -70,6 +70,10 @@ EDGE_CASES = {
                      [[0, 6.5, 16, 8.5], [4.5, 0, 6.5, 16], [0, 0, 16, 16], [5, 7, 6, 8], [4, 4, 12, 12]]),
     "mask_outside_box": (12, 12, [[3, 3, 6, 6]], [[1, 1, 11, 11]],
                          [[0, 0, 3, 3], [3, 3, 6, 6], [5, 5, 12, 12], [0, 0, 12, 12]]),
+    "no_gt": (8, 8, [], [], [[0, 0, 4, 4], [2.5, 2.5, 9, 9]]),
+    "tied_centres": (16, 16, [[4, 4, 12, 12], [0, 0, 8, 8]], [[5, 4, 12, 11], [0, 0, 8, 8]],
+                     # anchors centred at equal distances from the GT centres
+                     [[0, 0, 8, 8], [8, 0, 16, 8], [0, 8, 8, 16], [8, 8, 16, 16], [4, -4, 12, 4]]),
 }
 
 
@@ -78,7 +82,8 @@ EDGE_CASES = {
 def test_edge_cases_equal_brute_force(name, form, device):
     h, w, gt, mask_boxes, anchors = EDGE_CASES[name]
     masks = _masks_from_boxes(h, w, mask_boxes)
-    _check_against_brute(torch.tensor(gt, dtype=torch.float32), masks, torch.tensor(anchors, dtype=torch.float32), device, form)
+    gt = torch.tensor(gt, dtype=torch.float32).reshape(-1, 4)  # [G, 4], also for G = 0
+    _check_against_brute(gt, masks, torch.tensor(anchors, dtype=torch.float32), device, form)
 
 
 def test_no_gt_and_no_anchor(device):

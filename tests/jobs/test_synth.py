@@ -15,3 +15,10 @@ def test_synth_cli_writes_dataset_and_prints_histogram(tmp_path, capsys):
 def test_synth_cli_rejects_bad_size(tmp_path, capsys):
     assert synth.main(["--out", str(tmp_path), "--images", "1", "--size", "8", "--quiet"]) == 2
     assert "size >= 32" in capsys.readouterr().err
+
+
+def test_synth_cli_reports_an_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert synth.main(["--out", str(blocker), "--images", "1", "--size", "32", "--quiet"]) == 2
+    assert str(blocker) in capsys.readouterr().err

@@ -47,7 +47,8 @@ def test_crop_region_and_quadrants_against_loops():
     for n, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         for r in range(10):
             for c in range(9):
-                assert bool(crop[n, r, c]) == (max(x1 - 1, 0) <= c < min(x2 + 1, 9) and max(y1 - 1, 0) <= r < min(y2 + 1, 10))
+                inside = max(x1 - 1, 0) <= c < min(x2 + 1, 9) and max(y1 - 1, 0) <= r < min(y2 + 1, 10)
+                assert bool(crop[n, r, c]) == inside
     torch.manual_seed(0)
     proto, coef = torch.randn(3, 10, 9), torch.randn(2, 4, 3)
     got = mask_logits(proto, coef, boxes).sigmoid() * crop
@@ -143,7 +144,7 @@ def test_empty_targets_are_finite():
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
              "masks": torch.zeros(0, 32, 32, dtype=torch.bool)}
     got = losses(out, [empty, empty], [torch.full((6,), BACKGROUND)] * 2)
-    assert got["loss_box"] == 0 and got["loss_mask"] == 0 and got["loss_cls"] > 0
+    assert got["loss_box"] == 0 and got["loss_mask"] == 0 and got["loss_sem"] == 0 and got["loss_cls"] > 0
     assert all(torch.isfinite(v) for v in got.values())
     sum(got.values()).backward()
     ce = F.cross_entropy(out["cls"].detach().flatten(0, 1), torch.zeros(12, dtype=torch.long), reduction="sum")

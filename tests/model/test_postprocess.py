@@ -127,3 +127,26 @@ def test_rescoring_multiplies_mask_scores_by_predicted_iou():
     (det,) = postprocess(out, [(64, 64)], PostprocessParams(score_thr=0.0))
     assert det["scores"].numel() > 0
     torch.testing.assert_close(det["mask_scores"], 0.5 * det["scores"])
+
+
+def _fast_nms_reference(boxes, scores, iou_thr, top_k, score_thr):
+    """Fast NMS by the definition, with loops: per class over its top_k boxes, box i survives when no
+    higher-scored box j (kept or not) has IoU > iou_thr with it, and its score > score_thr."""
+    from model.box_coding import box_iou
+    kept = set()
+    for c in range(scores.shape[1]):
+        order = scores[:, c].argsort(descending=True)[:top_k].tolist()
+        for rank, i in enumerate(order):
+            higher = order[:rank]
+            overl = box_iou(boxes[i:i + 1], boxes[higher]).max().item() if higher else 0.0
+            if overl <= iou_thr and scores[i, c] > score_thr:
+                kept.add((i, c))
+    return kept
+
+
+@pytest.mark.parametrize("score_thr", [0.05, 0.5])
+def test_fast_nms_matches_its_definition(score_thr):
+    g = torch.Generator().manual_seed(7)
+    boxes, scores = _random_boxes(g, 1, 60), torch.rand(1, 60, 3, generator=g)
+    got = _as_sets(fast_nms(boxes, scores, 0.5, top_k=40, score_thr=score_thr, max_det=10_000))[0]
+    assert got == _fast_nms_reference(boxes[0], scores[0], 0.5, 40, score_thr)

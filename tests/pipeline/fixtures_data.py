@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from pipeline.coco import load_coco
+from pipeline.instance_table import columns_to_table, record_columns
 from pipeline.voc_mini import FixtureUnavailable, build_voc_mini
 
 
@@ -64,3 +66,18 @@ def write_tiny_coco(root: Path, mutate=None) -> Path:
     path = root / "annotations.json"
     path.write_text(json.dumps(data))
     return path
+
+
+def write_tables_without_ray(json_path, image_root, out_dir):
+    """The precompute's rows, written in-process (the Ray path is tested in test_precompute)."""
+    import pyarrow.parquet as pq
+
+    source = load_coco(json_path, image_root)
+    cols = {}
+    for r in source.records:
+        for k, v in record_columns(r, source.label_to_category, "integral").items():
+            cols.setdefault(k, []).extend(v)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(columns_to_table(cols), out_dir / "shard-00000-of-00001.parquet")
+    (out_dir / "_manifest.json").write_text(json.dumps({"category_names": source.category_names}))
+    return source

@@ -184,16 +184,19 @@ def _reference_hue(rgb: np.ndarray, degrees: float) -> np.ndarray:
 def test_photometric_matches_hsv_reference():
     rgb = np.random.default_rng(0).uniform(0, 255, (12, 9, 3)).astype(np.float32)
     rgb[0, 0] = [50, 50, 50]  # grey: no hue
+    rgb[0, 1] = [200, 200, 10]  # ties between the largest channels
+    planar = np.ascontiguousarray(rgb.transpose(2, 0, 1))  # [3, h, w]
     for deg in (-18.0, 7.5, 0.0, 359.0):
-        np.testing.assert_allclose(A._rotate_hue(rgb, deg), _reference_hue(rgb, deg), atol=1e-3)
-    sat = A.photometric(rgb, {"saturation": 0.6, "contrast_first": True})
+        np.testing.assert_allclose(A._rotate_hue(planar, deg).transpose(1, 2, 0), _reference_hue(rgb, deg), atol=1e-3)
+    sat = A.photometric(planar, {"saturation": 0.6, "contrast_first": True}).transpose(1, 2, 0)
     ref = np.empty_like(rgb)
     for idx in np.ndindex(rgb.shape[:2]):
         h, s, v = colorsys.rgb_to_hsv(*(rgb[idx] / 255.0))
         ref[idx] = np.array(colorsys.hsv_to_rgb(h, s * 0.6, v)) * 255.0
     np.testing.assert_allclose(sat, ref, atol=1e-3)
     d = {"brightness": 10.0, "contrast_first": False, "contrast": 1.5, "permutation": np.array([2, 0, 1])}
-    np.testing.assert_allclose(A.photometric(rgb, d), ((rgb + 10) * 1.5)[..., [2, 0, 1]], rtol=1e-6)
+    np.testing.assert_allclose(A.photometric(planar, d), ((planar + 10) * 1.5)[[2, 0, 1]], rtol=1e-6)
+    np.testing.assert_array_equal(planar.transpose(1, 2, 0), rgb)  # the input is left alone
 
 
 def test_bad_parameters():

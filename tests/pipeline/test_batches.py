@@ -109,3 +109,28 @@ def test_bad_integral_source(datasets):
         D.InstanceDataset(train.source, train.params, integrals="magic")
     with pytest.raises(ValueError, match="jobs.precompute"):
         D.InstanceDataset(train.source, train.params, integrals="parquet", parquet_dir="/nonexistent")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batch_to_cuda_keeps_counts(datasets):
+    train, _ = datasets
+    batch = next(D.iterate_batches(train, batch_size=2, seed=0, shuffle=True))
+    moved = D.batch_to(batch, "cuda")
+    assert moved.images.is_cuda
+    for cpu, gpu in zip(batch.targets, moved.targets):
+        assert gpu["masks"].is_cuda and gpu["integrals"].device.type == "cuda"
+        boxes = torch.tensor([[0.0, 0.0, 32.0, 32.0], [10.5, 3.5, 60.0, 40.0]])
+        assert torch.equal(gpu["integrals"].count(boxes.cuda()).cpu(), cpu["integrals"].count(boxes))
+
+
+def test_one_split_reads_only_its_own_annotations(cfg, tmp_path):
+    from pipeline.synthetic import generate
+    root = tmp_path / "d"
+    generate(str(root), 2, 1, 64, seed=0, workers=1, progress=False)
+    (root / "annotations" / "train.json").write_text("{broken")
+    own = replace(cfg, data_dir=str(root))
+    val = D.build_dataset(own, "val")  # what evaluating a checkpoint needs
+    assert len(val) == 1 and not val.params.train
+    with pytest.raises(ValueError, match="train.json: broken JSON"):
+        D.build_datasets(own)

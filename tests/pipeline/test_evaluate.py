@@ -80,6 +80,18 @@ def test_ap_with_a_false_positive_ranked_first():
     assert (m["segm/oLRP"], m["segm/oLRP_FP"], m["segm/oLRP_FN"]) == pytest.approx((50.0, 50.0, 0.0))
 
 
+def test_mask_scores_rank_masks_and_class_scores_rank_boxes():
+    # The same FP-then-TP case, but re-scoring (YOLACT++) puts the exact mask first: segm AP
+    # becomes 100 while bbox AP, ranked by the class score, stays 50.
+    coco = make_coco({1: SIZE}, [1], [{"image_id": 1, "category_id": 1, "box": MEDIUM}])
+    pred = make_prediction(1, SIZE, [(LARGE, 0.9, 0), (MEDIUM, 0.8, 0)])
+    pred["mask_scores"] = np.array([0.3, 0.7])
+    m = evaluate_predictions(coco, [pred], [1])
+    assert (m["bbox/AP"], m["segm/AP"]) == pytest.approx((50.0, 100.0))
+    pred["mask_scores"] = pred["scores"].copy()  # no re-scoring: nothing extra in the results
+    assert all("mask_score" not in r for r in predictions_to_coco_results([pred], [1]))
+
+
 def test_segm_area_from_box_option():
     # The FP has a 40x40 box (medium) but a 10-pixel mask (small). With box areas (official
     # mmdetection results) it counts in the medium range: APM = 50; with mask areas it falls

@@ -90,6 +90,34 @@ def test_rerun_is_idempotent(synth, tables, tmp_path):
     assert json.load(open(os.path.join(work, P.MANIFEST)))["layout"] == "integral"
 
 
+def _interrupt(out_dir, lost_shard):
+    """What a run killed before its end leaves: no manifest, and one shard not written."""
+    os.remove(os.path.join(out_dir, P.MANIFEST))
+    os.remove(os.path.join(out_dir, lost_shard))
+
+
+def test_rerun_after_an_interrupted_run_with_other_settings(synth, tmp_path):
+    work = str(tmp_path / "t")
+    P.precompute(*synth, work, layout="integral", images_per_shard=4, progress=False)  # 3 shards
+    _interrupt(work, P.shard_name(2, 3))
+    # another layout: the interrupted run's shards record their plan, so every one is redone
+    redo = P.precompute(*synth, work, layout="rle", images_per_shard=4, progress=False)
+    assert redo.written == [0, 1, 2] and InstanceStore(work).layout == "rle"
+    _interrupt(work, P.shard_name(0, 3))
+    # another shard count: the old names are not in the plan and go
+    again = P.precompute(*synth, work, layout="rle", images_per_shard=5, progress=False)
+    assert again.written == [0, 1] and sorted(f for f in os.listdir(work) if f.startswith("shard-")) == \
+        [P.shard_name(0, 2), P.shard_name(1, 2)]
+    assert len(InstanceStore(work)) == again.rows == P.verify(work)
+    # a damaged manifest is named, and --overwrite rebuilds
+    with open(os.path.join(work, P.MANIFEST), "w") as f:
+        f.write("{half")
+    with pytest.raises(ValueError, match="_manifest.json is unreadable"):
+        P.precompute(*synth, work, layout="rle", images_per_shard=5, progress=False)
+    fresh = P.precompute(*synth, work, layout="rle", images_per_shard=5, overwrite=True, progress=False)
+    assert fresh.written == [0, 1]
+
+
 def test_validation_catches_a_corrupt_shard(tables, tmp_path):
     d, _ = tables["integral"]
     table = pq.read_table(os.path.join(d, P.shard_name(0, 3)))
@@ -154,3 +182,19 @@ def test_stale_tables_are_refused(synth, tables):
         store.integrals(rec.image_id, expected=len(rec) + 1)
     with pytest.raises(ValueError, match="jobs.precompute"):
         InstanceStore(str(tables["integral"][0]) + "-missing")
+
+
+def test_ensure_precomputed_feeds_parquet_batches(ray_cluster, tmp_path):
+    from pipeline.config import DataConfig
+    from pipeline.datasets import build_datasets, iterate_batches
+
+    cfg = DataConfig(synthetic_dir=str(tmp_path / "syn"), synthetic_train_images=4, synthetic_val_images=1,
+                     synthetic_size=64, scale=64, integrals="parquet", parquet_images_per_shard=2)
+    dirs = P.ensure_precomputed(cfg)
+    assert sorted(dirs) == ["train", "val"] and all(os.path.isdir(d) for d in dirs.values())
+    assert ray.is_initialized()  # the caller's cluster is left running
+    train, val = build_datasets(cfg)
+    batch = next(iterate_batches(train, batch_size=2, seed=0, shuffle=True))
+    for t in batch.targets:
+        assert t["integrals"].affine is not None and len(t["integrals"]) == t["labels"].shape[0]
+        assert (t["integrals"].areas() > 0).all()

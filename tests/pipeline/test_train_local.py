@@ -63,3 +63,12 @@ def test_window_metrics_count_skipped_steps_and_leave_them_out_of_means():
                  "train/skipped_steps": 3}
     all_bad = _window_metrics([{"loss": float("inf"), "skipped": 1.0}], progress, 1, torch.device("cpu"))
     assert all_bad["train/loss"] != all_bad["train/loss"]  # NaN: nothing finite to average
+
+
+def test_parquet_integrals_are_precomputed_by_the_run(root):
+    # `data.integrals=parquet` needs the per-instance tables: the run writes them before training.
+    cfg = tiny_config(root / "pq", "train.max_iters=2", "train.checkpoint_every=2", "data.integrals=parquet",
+                      f"data.parquet_dir={root / 'pq' / 'tables'}", "eval.fps_runs=1", "eval.overlays=0")
+    result = run_training(cfg, run_name="parquet")
+    assert sorted(p.name for p in (root / "pq" / "tables").iterdir() if p.is_dir()) == ["train", "val"]
+    assert Path(result["checkpoint"], MODEL_FILE).is_file()

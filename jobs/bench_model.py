@@ -1,0 +1,120 @@
+"""Speed of YOLACT-550 R50: forward and post-processing ms, fixed-IoU head vs ATSS head.
+
+    python -m jobs.bench_model                      # CPU (2 threads), and CUDA when present
+    python -m jobs.bench_model --devices cuda --batches 1 8 --json out.json
+
+For every device × anchor grid × batch × precision it prints the median over `--runs` timed runs
+(after `--warmup` untimed ones, synchronised) of: forward ms, post-processing ms, end-to-end ms and
+images per second. Precisions: fp32 everywhere; on CUDA also bf16 autocast; `--channels-last`
+(default on CUDA) converts the model and input to channels_last.
+
+Post-processing is timed on a worst-case output: a randomly initialised head scores nothing above
+0.05 (post-processing would then do no work), so the class logits are replaced by N(0, 3²) noise,
+which gives every image the full candidate set, Fast NMS on 80 classes × 200 and 100 masks resized
+to `--orig-size` (COCO-like 480×640 by default). The forward pass is the real network.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jobs.bench_model", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=550, help="input size S (default 550)")
+    p.add_argument("--backbone", default="resnet50", help="resnet18 | resnet50 | resnet101 (default resnet50)")
+    p.add_argument("--num-classes", type=int, default=80, help="classes C (default 80, COCO)")
+    p.add_argument("--grids", nargs="+", default=["yolact", "atss"],
+                   help="anchor grids to compare (default: yolact atss = 19,248 vs 6,416 anchors at 550)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    p.add_argument("--devices", nargs="+", default=None,
+                   help="cpu and/or cuda (default: cpu, plus cuda when available)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2, our dev machine)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs (default 5 on CUDA, 1 on CPU)")
+    p.add_argument("--runs", type=int, default=None, help="timed runs (default 30 on CUDA, 3 on CPU)")
+    p.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast runs on CUDA")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="channels_last memory format (auto: on for CUDA, off for CPU)")
+    p.add_argument("--orig-size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"),
+                   help="original image size the masks are resized to (default 480 640)")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return p
+
+
+def _median_ms(fn, device, warmup: int, runs: int) -> float:
+    import torch
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def bench(args) -> list[dict]:
+    import torch
+
+    from model import PostprocessParams, Yolact, format_parameter_summary, postprocess
+    torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    rows = []
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        cuda = device.type == "cuda"
+        warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+        runs = args.runs if args.runs is not None else (30 if cuda else 3)
+        channels_last = args.channels_last == "on" or (args.channels_last == "auto" and cuda)
+        precisions = ["fp32"] + (["bf16"] if cuda and not args.no_bf16 else [])
+        for grid in args.grids:
+            torch.manual_seed(0)
+            net = Yolact(args.num_classes, args.backbone, grid).eval().to(device)
+            if grid == args.grids[0] and dev_name == devices[0]:
+                print(format_parameter_summary(net))
+            if channels_last:
+                net = net.to(memory_format=torch.channels_last)
+            for batch in args.batches:
+                x = torch.randn(batch, 3, args.size, args.size, device=device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                for precision in precisions:
+                    def forward():
+                        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+                            return net(x)
+                    out = forward()
+                    g = torch.Generator(device=device).manual_seed(0)
+                    out["cls"] = 3 * torch.randn(out["cls"].shape, generator=g, device=device)
+                    sizes = [tuple(args.orig_size)] * batch
+                    fwd = _median_ms(forward, device, warmup, runs)
+                    post = _median_ms(lambda: postprocess(out, sizes, PostprocessParams()), device, warmup, runs)
+                    dets = postprocess(out, sizes, PostprocessParams())
+                    row = {"device": torch.cuda.get_device_name(device) if cuda else f"cpu ({args.threads} threads)",
+                           "grid": grid, "anchors": int(out["anchors"].shape[0]), "batch": batch,
+                           "precision": precision, "channels_last": channels_last, "forward_ms": round(fwd, 2),
+                           "post_ms": round(post, 2), "total_ms": round(fwd + post, 2),
+                           "images_per_s": round(1e3 * batch / (fwd + post), 1),
+                           "detections_per_image": len(dets[0]["scores"])}
+                    rows.append(row)
+                    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    rows = bench(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The sweep grid: which cells a sweep trains, how each cell's config is made, how cells are named.
+
+A cell is one training run: (scale, assigner, seed, variant). The grid is the cross product of
+`SweepConfig.scales × assigners × variants × seeds` in that order (Table 2 order: scale-major,
+then the paper's assigner order); a variant is a named row of model options (`config.VARIANTS`,
+e.g. the cumulative rows of the maIoU paper's Table 4). A variant that sets `train.assigner` wins
+over the assigner axis, and cells that come out identical are kept once.
+
+The cell key (`s550-atss_maiou-seed0`, `s550-atss_maiou-carafe-seed0`) is the identity of a cell
+everywhere: the MLflow child run's tag, the Tune trial name, the Ray Train run name. It is built
+from the cell's values only, so a resumed sweep finds the same keys.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from pipeline.config import ASSIGNER_NAMES, VARIANTS, Config, apply_overrides
+
+# How the paper's tables name the assigners (Table 2).
+ASSIGNER_LABELS = {
+    "fixed_iou": "fixed IoU threshold",
+    "atss_iou": "ATSS w. IoU",
+    "atss_giou": "ATSS w. GIoU",
+    "atss_diou": "ATSS w. DIoU",
+    "atss_maiou": "ATSS w. maIoU",
+    "atss_gmaiou": "ATSS w. GmaIoU",
+}
+# How the maIoU paper's Table 4 names its cumulative rows (other variants show their key).
+VARIANT_LABELS = {
+    "yolact": "YOLACT",
+    "atss_maiou": "+ ATSS w. maIoU",
+    "carafe": "+ CARAFE FPN",
+    "dcnv2": "+ DCNv2",
+    "more_anchors": "+ more anchors",
+    "cosine": "+ cosine annealing (maYOLACT)",
+}
+NO_VARIANT = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    scale: int
+    assigner: str
+    seed: int
+    variant: str = NO_VARIANT
+
+    @property
+    def key(self) -> str:
+        parts = [f"s{self.scale}", self.assigner] + ([self.variant] if self.variant else [])
+        return "-".join(parts + [f"seed{self.seed}"])
+
+    @property
+    def row(self) -> tuple[int, str]:
+        """The report row this cell belongs to: seeds of the same row are averaged."""
+        return (self.scale, self.variant or self.assigner)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags of the cell's run (the cell key is the idempotency key of a resume)."""
+        return {"scale": str(self.scale), "assigner": self.assigner, "seed": str(self.seed),
+                "variant": self.variant}
+
+
+def _variant_assigner(variant: str, default: str) -> str:
+    assigner = default
+    for item in VARIANTS[variant]:
+        key, _, value = item.partition("=")
+        if key.strip() == "train.assigner":
+            assigner = value.strip()
+    return assigner
+
+
+def validate_sweep(cfg: Config) -> None:
+    """Clear errors for a grid that cannot run, before any Ray or MLflow work."""
+    sw = cfg.sweep
+    for name, values in (("scales", sw.scales), ("assigners", sw.assigners), ("seeds", sw.seeds)):
+        if not values:
+            raise ValueError(f"sweep.{name} is empty; give at least one value")
+    bad = [a for a in sw.assigners if a not in ASSIGNER_NAMES]
+    if bad:
+        raise ValueError(f"sweep.assigners has unknown names {bad}; valid: {list(ASSIGNER_NAMES)}")
+    bad = [v for v in sw.variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"sweep.variants has unknown names {bad}; valid: {list(VARIANTS)}")
+    bad = [s for s in sw.scales if s <= 0]
+    if bad:
+        raise ValueError(f"sweep.scales {bad} must be positive image sizes")
+    if sw.max_concurrent_trials < 1:
+        raise ValueError(f"sweep.max_concurrent_trials must be >= 1, got {sw.max_concurrent_trials}")
+    if sw.name is not None and not _is_safe_name(sw.name):
+        raise ValueError(f"sweep.name {sw.name!r} may only hold letters, digits, '.', '_' and '-'")
+
+
+def _is_safe_name(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "._-" for c in name)
+
+
+def grid_cells(cfg: Config) -> list[Cell]:
+    """The sweep's cells in report order, duplicates (same key) removed."""
+    validate_sweep(cfg)
+    sw = cfg.sweep
+    cells: dict[str, Cell] = {}
+    for scale in sw.scales:
+        for assigner in sw.assigners:
+            for variant in sw.variants or (NO_VARIANT,):
+                resolved = _variant_assigner(variant, assigner) if variant else assigner
+                for seed in sw.seeds:
+                    cell = Cell(scale, resolved, seed, variant)
+                    cells.setdefault(cell.key, cell)
+    return list(cells.values())
+
+
+def cell_config(base: Config, cell: Cell, sweep_name: str) -> Config:
+    """The full config of one cell: the base with the cell's values (and its variant) applied.
+
+    Train runs of a sweep live under `<train.storage_path>/sweeps/<sweep name>`: a Ray Train run
+    is resumed by (storage path, name), so another sweep must never meet the same pair.
+    """
+    cfg = replace(base, data=replace(base.data, scale=cell.scale),
+                  train=replace(base.train, assigner=cell.assigner, seed=cell.seed,
+                                storage_path=_join(base.train.storage_path, "sweeps", sweep_name)))
+    if cell.variant:
+        cfg = apply_overrides(cfg, list(VARIANTS[cell.variant]))
+    return cfg
+
+
+def _join(root: str, *parts: str) -> str:
+    """Path join that also works for URIs (s3://bucket/x)."""
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def row_label(row: tuple[int, str], is_variant: bool) -> str:
+    """`ATSS w. maIoU` for an assigner row, `+ CARAFE FPN` for a model-option row."""
+    labels = VARIANT_LABELS if is_variant else ASSIGNER_LABELS
+    return labels.get(row[1], row[1])

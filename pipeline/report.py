@@ -1,0 +1,229 @@
+"""The sweep report: the paper's Table-2 layout built from the sweep's MLflow child runs.
+
+MLflow is the record (Tune's state is only a scheduler cache): every FINISHED child run of the
+sweep's parent run is one cell; cells of the same row (scale, assigner or variant) are seeds and
+are averaged. Output, under `<sweep dir>/report/` and logged to the parent run under `report/`:
+
+- `table.md`  one row per (scale, assigner): mask AP, AP50, AP75, APS, APM, APL, oLRP, box AP,
+  fps, #anchors, train time; `mean ± std` (sample std, n-1) when a row has several seeds; the
+  best row of each scale (highest mean mask AP; ties all marked, none when all tie) in bold;
+  a metric COCOeval leaves undefined (-1, e.g. APL with no large objects) shows as `n/a`;
+- `table.csv` the same numbers unrounded, one `<metric>_mean` / `<metric>_std` pair per column;
+- `figures/*.png` see `pipeline.report_figures`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import tracking
+from pipeline.config import TrackingConfig
+from pipeline.grid import Cell, row_label
+from pipeline.sweep_record import SweepRecord, sweep_dir
+
+
+@dataclass(frozen=True)
+class Column:
+    metric: str  # the flat MLflow metric name
+    header: str
+    digits: int = 1
+    higher_is_better: bool | None = True  # None: no arrow (a cost, not a score)
+    show_std: bool = True  # False for what seeds cannot change (the anchor count)
+    # COCOeval (and our oLRP) report -1 where a metric is undefined, e.g. APL without large GTs.
+    negative_is_undefined: bool = True
+
+
+COLUMNS = (
+    Column("segm/AP", "mask AP"),
+    Column("segm/AP50", "AP50"),
+    Column("segm/AP75", "AP75"),
+    Column("segm/APS", "APS"),
+    Column("segm/APM", "APM"),
+    Column("segm/APL", "APL"),
+    Column("segm/oLRP", "oLRP", higher_is_better=False),
+    Column("bbox/AP", "box AP"),
+    Column("fps", "fps", negative_is_undefined=False),
+    Column("num_anchors", "#anchors", digits=0, higher_is_better=None, show_std=False,
+           negative_is_undefined=False),
+    Column("train_time", "train time (s)", digits=0, higher_is_better=None,
+           negative_is_undefined=False),
+)
+BEST_BY = "segm/AP"
+MISSING = "–"  # no finished run
+UNDEFINED = "n/a"  # runs finished, but the metric is undefined for them (COCO's -1)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    run_id: str
+    metrics: dict[str, float]
+
+
+@dataclass
+class Row:
+    scale: int
+    name: str  # assigner or variant key
+    label: str
+    results: list[CellResult]
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)  # only when n >= 2
+    best: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.results)
+
+
+def cell_of_run(run) -> Cell:
+    """The cell an MLflow run trained, from its tags (see `grid.Cell.tags`)."""
+    tags = run.data.tags
+    try:
+        return Cell(int(tags["scale"]), tags["assigner"], int(tags["seed"]), tags.get("variant", ""))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"MLflow run {run.info.run_id} lacks a valid cell tag ({e})") from None
+
+
+def collect(runs) -> list[CellResult]:
+    """FINISHED runs as cell results; a cell with several FINISHED runs keeps the newest."""
+    newest: dict[str, tuple[int, CellResult]] = {}
+    for run in runs:
+        if run.info.status != "FINISHED":
+            continue
+        cell = cell_of_run(run)
+        res = CellResult(cell, run.info.run_id, dict(run.data.metrics))
+        if cell.key not in newest or run.info.start_time > newest[cell.key][0]:
+            newest[cell.key] = (run.info.start_time, res)
+    return [r for _, r in newest.values()]
+
+
+def summarise(results: list[CellResult], grid: list[Cell] | None = None) -> list[Row]:
+    """Rows in grid order (results' order without a grid), seeds averaged, best per scale marked."""
+    order = [c.row for c in (grid if grid is not None else [r.cell for r in results])]
+    is_variant = any(c.variant for c in (grid or [r.cell for r in results]))
+    rows: dict[tuple[int, str], Row] = {}
+    for key in order:
+        rows.setdefault(key, Row(key[0], key[1], row_label(key, is_variant), []))
+    for res in results:
+        row = rows.setdefault(res.cell.row, Row(*res.cell.row, row_label(res.cell.row, is_variant), []))
+        row.results.append(res)
+    for row in rows.values():
+        for col in COLUMNS:
+            values = [r.metrics[col.metric] for r in row.results
+                      if _defined(r.metrics.get(col.metric), col)]
+            if values:
+                row.mean[col.metric] = sum(values) / len(values)
+            if len(values) >= 2:
+                row.std[col.metric] = _sample_std(values)
+    _mark_best(list(rows.values()))
+    return list(rows.values())
+
+
+def _defined(v, col: Column) -> bool:
+    ok = isinstance(v, (int, float)) and math.isfinite(v)
+    return ok and not (col.negative_is_undefined and v < 0)
+
+
+def _sample_std(values: list[float]) -> float:
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _mark_best(rows: list[Row]) -> None:
+    """Best = highest mean mask AP at the precision the table shows (what a reader can check)."""
+    digits = next(c.digits for c in COLUMNS if c.metric == BEST_BY)
+    for scale in {r.scale for r in rows}:
+        scored = {id(r): round(r.mean[BEST_BY], digits) for r in rows
+                  if r.scale == scale and BEST_BY in r.mean}
+        if len(scored) < 2 or len(set(scored.values())) == 1:
+            continue  # nothing to compare against, or all tied
+        top = max(scored.values())
+        for r in rows:
+            r.best = r.best or scored.get(id(r)) == top
+
+
+def _fmt(row: Row, col: Column) -> str:
+    if col.metric not in row.mean:
+        return UNDEFINED if row.n else MISSING
+    text = f"{row.mean[col.metric]:.{col.digits}f}"
+    if col.show_std and col.metric in row.std:
+        text += f" ± {row.std[col.metric]:.{col.digits}f}"
+    return text
+
+
+def _arrow(col: Column) -> str:
+    return {True: " ↑", False: " ↓", None: ""}[col.higher_is_better]
+
+
+def to_markdown(rows: list[Row]) -> str:
+    """Hand-built markdown table (no tabulate dependency)."""
+    is_variant = any(r.results and r.results[0].cell.variant for r in rows)
+    header = ["scale", "model" if is_variant else "assigner", "seeds"]
+    header += [c.header + _arrow(c) for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---:", ":---", "---:"] + ["---:"] * len(COLUMNS)) + "|"]
+    for r in rows:
+        cells = [str(r.scale), f"**{r.label}**" if r.best else r.label, str(r.n)]
+        for col in COLUMNS:
+            text = _fmt(r, col)
+            cells.append(f"**{text}**" if r.best and col.metric == BEST_BY else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = ", ".join(map(str, sorted({r.n for r in rows if r.n}))) or "none"
+    lines += ["", f"{sum(r.n for r in rows)} runs; mean ± sample std over seeds where a row has "
+              f"several (seeds per row: {seeds}); AP and oLRP ×100; "
+              f"bold: the best {header[1]} of each scale by mask AP; {MISSING}: no finished run; "
+              f"{UNDEFINED}: undefined for this data (e.g. APL without large objects)."]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[Row]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["scale", "name", "label", "seeds", "best"]
+                    + [f"{c.metric}_{s}" for c in COLUMNS for s in ("mean", "std")])
+    for r in rows:
+        writer.writerow([r.scale, r.name, r.label, r.n, int(r.best)]
+                        + [repr(d[c.metric]) if c.metric in d else ""
+                           for c in COLUMNS for d in (r.mean, r.std)])
+    return buf.getvalue()
+
+
+@dataclass
+class Report:
+    directory: Path
+    rows: list[Row]
+    markdown: str
+    missing: list[str]  # cell keys of the grid without a FINISHED run
+    figures: list[Path]
+
+
+def tracking_of(record: SweepRecord) -> TrackingConfig:
+    return TrackingConfig(tracking_uri=record.tracking_uri, experiment=record.experiment)
+
+
+def build_report(record: SweepRecord, *, figures: bool = True, log: bool = True) -> Report:
+    """Read the sweep's child runs, write table.md / table.csv / figures, log them to the parent."""
+    if record.parent_run_id is None:
+        raise ValueError(f"sweep {record.name!r} has no MLflow parent run yet (it never started)")
+    tcfg = tracking_of(record)
+    results = collect(tracking.child_runs(tcfg, record.parent_run_id))
+    grid = record.grid
+    rows = summarise(results, grid)
+    done = {r.cell.key for r in results}
+    out = sweep_dir(record.base_config(), record.name) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(rows)
+    (out / "table.md").write_text(markdown)
+    (out / "table.csv").write_text(to_csv(rows))
+    made: list[Path] = []
+    if figures:
+        from pipeline.report_figures import make_figures  # matplotlib + data: only when asked
+        made = make_figures(record, rows, out / "figures")
+    if log:
+        logger = tracking.RunLogger(tracking.resolve_tracking_uri(tcfg), record.parent_run_id)
+        logger.log_artifact(out, "report")
+        logger.log_metrics({"report/cells_finished": len(done), "report/cells": len(grid)})
+    return Report(out, rows, markdown, [c.key for c in grid if c.key not in done], made)

@@ -1,0 +1,166 @@
+"""The report's PNG figures (matplotlib's object API on the Agg canvas: no pyplot, no display).
+
+- `mask_ap.png`       mask AP per assigner (or model variant), one panel per scale: the mean over
+                      seeds with their sample std as error bars, the best bar of a scale in orange;
+- `mob.png`           the mask-over-box ratio of the validation ground truths (paper Fig. 3a);
+- `iou_vs_maiou.png`  joint histogram of IoU and maIoU over every (GT, ATSS anchor) pair with
+                      IoU > 0 (Fig. 3c);
+- `anchors.png`       a Fig.-1-style picture: validation images with the anchors positive under
+                      ATSS-IoU only (red) and under ATSS-maIoU only (green); common positives
+                      as yellow dots.
+
+The dataset figures use the sweep's largest scale at the evaluation geometry (resize to S×S, no
+augmentation), the ATSS anchor grid the model lays on that input (`model.anchors`) and the
+assigners themselves, over the first `MAX_IMAGES` validation images that have ground truths.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from assigners import ASSIGNERS, box_iou, mask_aware_iou, mob_ratio
+from model.anchors import make_anchors, pyramid_sizes
+from pipeline.augment import MEAN, STD, AugmentParams
+from pipeline.config import Config
+from pipeline.datasets import InstanceDataset, load_split
+from pipeline.plots import plot_iou_vs_maiou, plot_mob_distribution
+from pipeline.report import BEST_BY, Row
+
+DPI = 120
+BAR_COLOR, BEST_COLOR = "#8da0cb", "#fc8d62"
+ONLY_IOU, ONLY_MAIOU, BOTH = "tab:red", "tab:green", "gold"
+MAX_IMAGES = 100  # validation images scanned for the dataset figures
+CANDIDATES = 20  # of which the Fig.-1 picture shows those where the two assigners differ most
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def plot_mask_ap(rows: list[Row], path: Path) -> Path | None:
+    """Bars of mean mask AP per row, one panel per scale; None when no row has a mask AP."""
+    scales = sorted({r.scale for r in rows if BEST_BY in r.mean})
+    if not scales:
+        return None
+    fig = Figure(figsize=(4.2 * len(scales), 3.8))
+    axes = fig.subplots(1, len(scales), squeeze=False, sharey=True)[0]
+    for ax, scale in zip(axes, scales):
+        panel = [r for r in rows if r.scale == scale and BEST_BY in r.mean]
+        means = [r.mean[BEST_BY] for r in panel]
+        x = np.arange(len(panel))
+        ax.bar(x, means, yerr=[r.std.get(BEST_BY, 0.0) for r in panel], capsize=3,
+               color=[BEST_COLOR if r.best else BAR_COLOR for r in panel], edgecolor="black", linewidth=0.5)
+        for i, m in zip(x, means):
+            ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x, [r.label for r in panel], rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"scale {scale}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("mask AP")
+    return _save(fig, path)
+
+
+@dataclass
+class ImageAnchors:
+    """One validation image at S×S with both assigners' positives."""
+    image: np.ndarray  # uint8 [S, S, 3]
+    masks: np.ndarray  # bool [G, S, S]
+    boxes: np.ndarray  # float32 [G, 4]
+    anchors: np.ndarray  # float32 [A, 4]
+    pos_iou: np.ndarray  # bool [A]
+    pos_maiou: np.ndarray  # bool [A]
+
+    @property
+    def differing(self) -> int:
+        return int((self.pos_iou != self.pos_maiou).sum())
+
+
+def scan_validation(cfg: Config, scale: int, max_images: int = MAX_IMAGES):
+    """(MOB [N], labels [N], IoU [P], maIoU [P], candidate images, category names) over the first
+    validation images with ground truths, at the evaluation geometry of `scale`."""
+    data = replace(cfg.data, scale=scale)
+    ds = InstanceDataset(load_split(data, "val"), AugmentParams(scale=scale, train=False,
+                                                                 min_box_size=data.min_box_size),
+                         "loader", keep_empty=False)
+    anchors, counts = make_anchors("atss", pyramid_sizes(scale), (scale, scale))
+    mobs, labels, ious, maious, images = [], [], [], [], []
+    for index in range(min(len(ds), max_images)):
+        item = ds[index]
+        gt, integral = item["boxes"], item["integrals"]
+        if len(gt) == 0:
+            continue
+        mobs.append(mob_ratio(gt, integral).numpy())
+        labels.append(item["labels"].numpy())
+        iou = box_iou(gt, anchors)  # [G, A]
+        maiou = mask_aware_iou(gt, anchors, integral)  # [G, A]
+        keep = iou > 0
+        ious.append(iou[keep].numpy())
+        maious.append(maiou[keep].numpy())
+        if len(images) < CANDIDATES:
+            pos_iou = ASSIGNERS["atss_iou"](gt, None, anchors, counts) >= 0  # [A]
+            pos_ma = ASSIGNERS["atss_maiou"](gt, item["masks"], anchors, counts, integral=integral) >= 0
+            image = item["image"].permute(1, 2, 0).numpy() * STD + MEAN  # [S, S, 3] RGB
+            images.append(ImageAnchors(np.clip(image, 0, 255).astype(np.uint8), item["masks"].numpy(),
+                                       gt.numpy(), anchors.numpy(), pos_iou.numpy(), pos_ma.numpy()))
+    cat = lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype)  # noqa: E731
+    return (cat(mobs, np.float64), cat(labels, np.int64), cat(ious, np.float64),
+            cat(maious, np.float64), images, ds.category_names)
+
+
+def plot_anchor_differences(images: list[ImageAnchors], path: Path, n: int) -> Path | None:
+    """Fig.-1 style: the `n` images where ATSS-IoU and ATSS-maIoU disagree most."""
+    shown = sorted(images, key=lambda im: -im.differing)[:n]
+    if not shown:
+        return None
+    fig = Figure(figsize=(4.2 * len(shown), 4.6))
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    rng = np.random.default_rng(0)
+    for ax, im in zip(axes, shown):
+        overlay = im.image.astype(np.float32)
+        for mask in im.masks:  # each instance tinted with its own colour
+            overlay[mask] = 0.55 * overlay[mask] + 0.45 * rng.integers(40, 255, 3)
+        ax.imshow(overlay.astype(np.uint8))
+        for x1, y1, x2, y2 in im.boxes:
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", lw=1.2, ls="--"))
+        for sel, color in ((im.pos_iou & ~im.pos_maiou, ONLY_IOU), (im.pos_maiou & ~im.pos_iou, ONLY_MAIOU)):
+            for x1, y1, x2, y2 in im.anchors[sel]:
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=1.4))
+        both = im.anchors[im.pos_iou & im.pos_maiou]
+        ax.scatter((both[:, 0] + both[:, 2]) / 2, (both[:, 1] + both[:, 3]) / 2, s=10, c=BOTH)
+        size = im.image.shape[0]
+        ax.set_xlim(0, size)
+        ax.set_ylim(size, 0)
+        ax.set_axis_off()
+        ax.set_title(f"IoU only: {int((im.pos_iou & ~im.pos_maiou).sum())} (red), "
+                     f"maIoU only: {int((im.pos_maiou & ~im.pos_iou).sum())} (green)", fontsize=8)
+    fig.suptitle("Positive anchors of ATSS w. IoU vs ATSS w. maIoU (yellow: both; dashed: GT boxes)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def dataset_figures(cfg: Config, out: Path, n_images: int) -> list[Path]:
+    scale = max(cfg.sweep.scales)
+    mob, labels, iou, maiou, images, names = scan_validation(cfg, scale)
+    made = [Path(plot_mob_distribution(mob, str(out / "mob.png"), labels=labels, names=names)),
+            Path(plot_iou_vs_maiou(iou, maiou, str(out / "iou_vs_maiou.png"),
+                                   title=f"ATSS anchors at {scale}: IoU vs maIoU with their GT"))]
+    return made + [p for p in [plot_anchor_differences(images, out / "anchors.png", n_images)] if p]
+
+
+def make_figures(record, rows: list[Row], out: Path) -> list[Path]:
+    """All figures; the dataset ones are skipped, with a note, when the data cannot be read here
+    (e.g. a report made on a machine without the sweep's dataset)."""
+    cfg = record.base_config()
+    made = [p for p in [plot_mask_ap(rows, out / "mask_ap.png")] if p]
+    try:
+        made += dataset_figures(cfg, out, cfg.sweep.report_images)
+    except (OSError, ValueError) as e:
+        print(f"report: dataset figures skipped ({e})")
+    return made

@@ -1,0 +1,280 @@
+"""The sweep runner: a Ray Tune grid of training runs, one MLflow parent run, then the report.
+
+Shape (Ray 2.60, Train V2):
+- every cell (`pipeline.grid`) is one Tune trial; the trial is a *function trainable* (`_trial`,
+  the "trial driver") that calls `pipeline.trainer.run_training`, which launches one
+  `TorchTrainer`. The driver holds one unit of the custom `trial_driver` resource and no CPU: with
+  the default 1 CPU per trial, a 2-core machine livelocks (the driver takes the CPU its Train
+  workers wait for). Per-trial CPUs/GPUs are the Train workers' (`TrainConfig`).
+- standalone, the sweep starts a local Ray (all cores, a small object store, no dashboard,
+  `trial_driver` = the concurrency limit); with `RAY_ADDRESS` set (as `ray job submit` does) it
+  joins that cluster, whose head must advertise `trial_driver` (cluster.yaml does).
+- MLflow is the record: a parent run per sweep; each trial's run is a child created by
+  `run_training` with `parent_run_id` and the cell key as a tag. A trial whose cell already has
+  a FINISHED child returns it without training, so `--resume` never trains or logs a cell twice,
+  whatever Tune's own state says (after a hard crash Tune can rerun finished trials and lose
+  their results). Tune's state is used only to schedule what is left.
+- every path is absolute and outside the working directory (`pipeline.sweep_record`).
+
+Fault injection for the resume tests, read from the driver's environment: once N trials have
+completed, `MASKAWARE_SWEEP_INTERRUPT_AFTER=N` interrupts the sweep (SIGINT, as Ctrl-C would: Tune
+saves its state and the sweep exits with 130) and `MASKAWARE_SWEEP_CRASH_AFTER=N` kills the driver
+on the spot (`os._exit(75)`: no cleanup, Tune's state as a crash leaves it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+import ray
+from ray import tune
+
+from pipeline import tracking
+from pipeline.config import Config, SweepConfig
+from pipeline.grid import Cell, cell_config, grid_cells
+from pipeline.ray_utils import init_ray, quiet_logs
+from pipeline.report import Report, build_report
+from pipeline.sweep_record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
+                                   latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
+
+log = logging.getLogger(__name__)
+
+DRIVER_RESOURCE = "trial_driver"
+INTERRUPT_ENV = "MASKAWARE_SWEEP_INTERRUPT_AFTER"
+CRASH_ENV = "MASKAWARE_SWEEP_CRASH_AFTER"
+EXIT_CRASHED = 75
+TUNE_DIR = "tune"
+EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
+EXIT_FAILED = 1  # some trial raised, even after Tune's retries
+
+
+@dataclass
+class SweepOutcome:
+    record: SweepRecord
+    report: Report
+    complete: bool
+    errors: dict[str, str]  # cell key -> error of the trials that failed (after Tune's retries)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.complete else EXIT_FAILED if self.errors else EXIT_INTERRUPTED
+
+
+# --- the trial driver (runs in a Ray worker) -----------------------------------------------------
+
+def _trial(config: dict, *, base: dict, sweep_name: str, parent_run_id: str, tracking_uri: str,
+           experiment: str) -> None:
+    quiet_logs()
+    cell = Cell(**config["cell"])
+    cfg = cell_config(Config.from_dict(base), cell, sweep_name)
+    cfg = replace(cfg, tracking=replace(cfg.tracking, tracking_uri=tracking_uri, experiment=experiment))
+    done = tracking.find_run(cfg.tracking, _cell_tags(sweep_name, cell), statuses=("FINISHED",))
+    if done is not None:  # trained before an interruption: report it, do not train it again
+        tune.report({**_numeric(done.data.metrics), "reused": 1.0})
+        return
+    from pipeline.trainer import run_training  # torch and the model only where a trial runs
+
+    # The Ray Train run name is unique to the sweep: run_training resumes (or returns) a run of
+    # the same name, which must never be another sweep's.
+    result = run_training(cfg, parent_run_id=parent_run_id, run_name=f"{cell.key}@{sweep_name}",
+                          tags=_cell_tags(sweep_name, cell))
+    tune.report({**_numeric(result["metrics"]), "reused": float(result["reused"])})
+
+
+def _cell_tags(sweep_name: str, cell: Cell) -> dict[str, str]:
+    return {SWEEP_TAG: sweep_name, KIND_TAG: KIND_TRIAL, tracking.CELL_KEY_TAG: cell.key, **cell.tags()}
+
+
+def _numeric(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _trial_name(trial) -> str:
+    """The cell key, for a Tune Trial or a Result (both carry the trial's config)."""
+    return Cell(**trial.config["cell"]).key
+
+
+class _InterruptAfter(tune.Callback):
+    """Deterministic interruption for tests; reads the env at call time (Tune pickles callbacks
+    with its state and restores them, so a resumed sweep without the variable must not fire)."""
+
+    def __init__(self):
+        self.completed = 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.completed += 1
+        crash, interrupt = os.environ.get(CRASH_ENV), os.environ.get(INTERRUPT_ENV)
+        if crash is not None and self.completed >= int(crash):
+            print(f"{CRASH_ENV}={crash}: the sweep driver dies now", flush=True)
+            os._exit(EXIT_CRASHED)
+        if interrupt is not None and self.completed >= int(interrupt):
+            log.warning("%s=%s: interrupting the sweep", INTERRUPT_ENV, interrupt)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+# --- the sweep driver ------------------------------------------------------------------------------
+
+def open_record(cfg: Config, preset: str, *, name: str | None = None, resume: bool = False) -> SweepRecord:
+    """A new sweep's record, or (resume) the saved one; the saved config wins on resume."""
+    if resume:
+        name = name or cfg.sweep.name or latest_sweep(sweeps_root(cfg), preset)
+        if name is None:
+            raise ValueError(f"--resume: no sweep of preset {preset!r} under {sweeps_root(cfg)}")
+        return SweepRecord.load(sweep_dir(cfg, name))
+    name = name or cfg.sweep.name or new_sweep_name(preset)
+    cfg = replace(cfg, sweep=replace(cfg.sweep, name=name))
+    cells = grid_cells(cfg)
+    if (sweep_dir(cfg, name) / "sweep.json").exists():
+        raise ValueError(f"sweep {name!r} already exists under {sweeps_root(cfg)}; "
+                         "pass --resume to continue it or another --name")
+    uri, _ = tracking.get_or_create_experiment(cfg.tracking)  # once, before parallel writers
+    record = SweepRecord(name=name, preset=preset, config=cfg.to_dict(),
+                         cells=[c.to_dict() for c in cells], tracking_uri=uri,
+                         experiment=cfg.tracking.experiment)
+    record.save(sweep_dir(cfg, name))
+    return record
+
+
+def _parent_run(record: SweepRecord) -> tracking.RunLogger:
+    tcfg = replace(record.base_config().tracking, tracking_uri=record.tracking_uri)
+    tags = {SWEEP_TAG: record.name, KIND_TAG: KIND_SWEEP, "preset": record.preset}
+    if record.parent_run_id:
+        return tracking.open_run(tcfg, run_name=record.name, resume_run_id=record.parent_run_id)
+    parent = tracking.open_run(tcfg, run_name=record.name, tags=tags)
+    parent.log_params({"sweep.cells": len(record.cells), **record.base_config().flat()})
+    return parent
+
+
+def _prepare_data(cfg: Config, local: bool) -> None:
+    """Generate the built-in synthetic dataset once, here, rather than in racing trials; on this
+    machine, check a given dataset before any trial starts (on a cluster only workers may see it)."""
+    if cfg.data.data_dir is None:
+        from pipeline.synthetic import ensure_synthetic
+
+        print(f"  synthetic data: {ensure_synthetic(cfg.data, progress=True)}")
+    elif local:
+        from pipeline.datasets import split_paths
+
+        for split in ("train", "val"):
+            json_path, _ = split_paths(cfg.data, split)
+            if not os.path.isfile(json_path):
+                raise ValueError(f"data.data_dir={cfg.data.data_dir!r}: the {split} annotations "
+                                 f"{json_path} do not exist")
+
+
+def _driver_slots(cfg: Config, local: bool) -> int:
+    """Concurrent trials: the preset's limit, on a local Ray also what the CPUs can hold."""
+    want = cfg.sweep.max_concurrent_trials
+    if not local:
+        return want
+    per_trial = max(1, cfg.train.num_workers) * cfg.train.cpus_per_worker
+    return max(1, min(want, (os.cpu_count() or 1) // per_trial))
+
+
+def _check_cluster(cfg: Config) -> None:
+    have = ray.cluster_resources()
+    if have.get(DRIVER_RESOURCE, 0) < 1:
+        raise ValueError(
+            f"the Ray cluster at {os.environ.get('RAY_ADDRESS')} has no {DRIVER_RESOURCE!r} resource: start "
+            f"its head with --resources='{{\"{DRIVER_RESOURCE}\": 8}}' (cluster.yaml does)")
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) > 1 and "://" not in cfg.train.storage_path:
+        # An error would be wrong for an NFS mount, which looks like any local path.
+        print(f"warning: train.storage_path={cfg.train.storage_path!r} is a path and the cluster has "
+              f"{len(alive)} nodes: unless it is shared storage (NFS) on every node, use s3:// or gs://")
+
+
+def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tune.Tuner:
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=record.config, sweep_name=record.name,
+                             parent_run_id=record.parent_run_id, tracking_uri=record.tracking_uri,
+                             experiment=record.experiment),
+        {DRIVER_RESOURCE: 1})
+    path = directory / TUNE_DIR
+    if resume and tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    if path.exists():  # an unrestorable leftover (killed before Tune saved its state)
+        path.rename(directory / f"{TUNE_DIR}-stale-{int(time.time())}")
+    return tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search(record.cells)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=slots, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(directory), verbose=1,
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=record.base_config().sweep.trial_max_failures),
+                                  callbacks=[_InterruptAfter()]))
+
+
+def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool = False) -> SweepOutcome:
+    """Run (or resume) a sweep to the end, write its report, print where everything is."""
+    local = not os.environ.get("RAY_ADDRESS")
+    if not resume:
+        grid_cells(cfg)  # a bad grid or dataset fails before the sweep exists
+        _prepare_data(cfg, local)
+    record = open_record(cfg, preset, name=name, resume=resume)
+    base = record.base_config()
+    directory = sweep_dir(base, record.name)
+    slots = _driver_slots(base, local)
+    print(f"sweep {record.name}: {len(record.cells)} cells, up to {slots} at a time -> {directory}")
+    print(f"  resume with: {_resume_command(record)}")
+    if resume:
+        _prepare_data(base, local)
+    owns_ray = init_ray(object_store_bytes=base.sweep.object_store_mb * 2**20,
+                        resources={DRIVER_RESOURCE: slots})
+    try:
+        if not local:
+            _check_cluster(base)
+        parent = _parent_run(record)
+        record.parent_run_id, record.status = parent.run_id, "running"
+        record.save(directory)
+        results = _tuner(record, directory, slots, resume).fit()
+        errors = {_trial_name(r): _one_line(r.error) for r in results if r.error is not None}
+    finally:
+        if owns_ray:
+            ray.shutdown()
+    report = build_report(record)
+    complete = not report.missing
+    record.status = "finished" if complete else "failed" if errors else "interrupted"
+    record.save(directory)
+    parent.finish("FINISHED" if complete else "FAILED" if errors else "KILLED")
+    _print_summary(record, report, complete, errors)
+    return SweepOutcome(record, report, complete, errors)
+
+
+def _resume_command(record: SweepRecord) -> str:
+    root = record.base_config().sweep.root
+    where = "" if root == SweepConfig().root else f" --set sweep.root={root}"
+    return f"python -m jobs.sweep --resume --name {record.name}{where}"
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+
+
+def _print_summary(record: SweepRecord, report: Report, complete: bool, errors: dict[str, str]) -> None:
+    print("\n" + report.markdown)
+    print(f"report: {report.directory} (table.md, table.csv, figures/)")
+    uri = record.tracking_uri
+    print(f"MLflow: {uri}, experiment {record.experiment!r}, parent run {record.parent_run_id}")
+    if uri.startswith("sqlite:"):
+        print(f"  open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+              " --workers 1  ->  http://127.0.0.1:5000")
+    elif "127.0.0.1" in uri or "localhost" in uri:
+        print(f"  open the UI: {uri} (from another machine through a tunnel, e.g. "
+              f"`ray attach cluster.yaml -p {urlparse(uri).port or 5000}`)")
+    else:
+        print(f"  open the UI: {uri}")
+    for key, error in errors.items():
+        print(f"trial {key} failed: {error} (its log: {sweep_dir(record.base_config(), record.name)}"
+              f"/{TUNE_DIR}/{key}/error.txt)")
+    if not complete:
+        print(f"incomplete: {len(report.missing)} of {len(record.cells)} cells have no finished run "
+              f"({', '.join(report.missing)}); resume with: {_resume_command(record)}")
