@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: none)")
     p.add_argument("--backbone-weights", metavar="PATH", default=None,
                    help="ImageNet backbone weights to start from (default: "
-                        f"{d.model.backbone_weights})")
+                        f"{d.model.backbone_weights or 'none'})")
     p.add_argument("--storage", metavar="DIR", default=None,
                    help=f"Ray Train storage path for checkpoints (default: {d.train.storage_path})")
     p.add_argument("--tracking-uri", default=None,
