@@ -88,6 +88,10 @@ class TrainConfig:
     cpus_per_worker: int = 1
     lr: float = 4e-3  # for a global batch of 32, scaled linearly
     lr_reference_batch: int = 32
+    # "sgd" is the paper's; "adamw" (weight decay taken from `weight_decay`) learns far faster from
+    # scratch in the few hundred CPU iterations a laptop run has (held-out mask AP 7.6 vs 1.8 after
+    # 600 iterations at 128 px in a probe).
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_iters: int = 500

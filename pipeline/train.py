@@ -73,15 +73,22 @@ def make_lr_lambda(cfg: TrainConfig, iters_per_epoch: int) -> Callable[[int], fl
                    milestones=tuple(e * iters_per_epoch for e in cfg.step_epochs))
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int):
-    """SGD (momentum, weight decay on every parameter as in the official config) + LambdaLR.
+    """SGD (momentum, weight decay on every parameter as in the official config), or AdamW.
 
     The scheduler is created by the caller once iterations per epoch are known:
     `torch.optim.lr_scheduler.LambdaLR(opt, make_lr_lambda(cfg, ipe))`.
     """
     lr = scaled_lr(cfg.lr, cfg.batch_size * world_size, cfg.lr_reference_batch)
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer={cfg.optimizer!r} is not one of {OPTIMIZERS}")
 
 
 def loss_weights(cfg: TrainConfig) -> dict[str, float]:

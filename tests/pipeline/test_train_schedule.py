@@ -83,3 +83,18 @@ def test_derived_seeds_differ_per_key():
     seeds = {derive_seed(0, r) for r in range(8)} | {derive_seed(1, 0)}
     assert len(seeds) == 9 and all(0 <= s < 2**63 for s in seeds)
     assert derive_seed(3, 1) == derive_seed(3, 1)
+
+
+def test_optimizer_choice_keeps_the_scaled_lr_and_rejects_unknown_names():
+    from pipeline.train import build_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    sgd = build_optimizer(model, TrainConfig(batch_size=8, lr=4e-3), world_size=2)  # global batch 16
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["lr"] == pytest.approx(2e-3) and sgd.defaults["momentum"] == 0.9
+    adamw = build_optimizer(model, TrainConfig(optimizer="adamw", batch_size=8, lr=4e-3, weight_decay=0.05),
+                            world_size=2)
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert (adamw.defaults["lr"], adamw.defaults["weight_decay"]) == pytest.approx((2e-3, 0.05))
+    with pytest.raises(ValueError, match="train.optimizer"):
+        build_optimizer(model, TrainConfig(optimizer="adam"), world_size=1)
