@@ -17,6 +17,9 @@ def tiny_config(root: Path, *overrides: str, synth: Path | None = None) -> Confi
         f"data.synthetic_dir={synth}", "data.synthetic_train_images=32",
         "data.synthetic_val_images=8", "data.synthetic_size=128", "data.scale=128",
         "data.loader_workers=0",
+        # The preset trains without augmentation; the training tests keep it on so that resume and
+        # determinism cover the augmentation's random state too.
+        "data.augment=true",
         "model.fpn_channels=32", "model.num_protos=8",
         "train.batch_size=2", "train.max_iters=8", "train.warmup_iters=4", "train.log_every=2",
         "train.checkpoint_every=4", "train.num_workers=0", "train.max_failures=1",
