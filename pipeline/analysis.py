@@ -27,6 +27,14 @@ def mob_table(store: InstanceStore) -> tuple[np.ndarray, np.ndarray]:
             store.table.column("label").to_numpy().astype(np.int64))
 
 
+def overlap_pairs(gt: torch.Tensor, anchors: torch.Tensor, integrals) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and maIoU of the (GT, anchor) pairs with IoU > 0 (paper Fig. 3c's population)."""
+    iou = box_iou(gt, anchors)  # [G, A]
+    maiou = mask_aware_iou(gt, anchors, integrals)  # [G, A]
+    keep = iou > 0
+    return iou[keep].numpy(), maiou[keep].numpy()
+
+
 def iou_maiou_pairs(store: InstanceStore, scale: int, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """IoU and maIoU of every (GT, ATSS anchor) pair with IoU > 0, over up to `max_images` images."""
     anchors, _ = input_anchors("atss", scale)
@@ -40,11 +48,9 @@ def iou_maiou_pairs(store: InstanceStore, scale: int, max_images: int | None = N
         sx, sy = scale / w, scale / h
         gt = torch.from_numpy(boxes_all[start:start + count] * np.array([sx, sy, sx, sy], dtype=np.float32))
         mapped = integrals.with_transform(torch.tensor([1 / sx, 0.0, 1 / sy, 0.0]), torch.tensor([0, 0, w, h]))
-        iou = box_iou(gt, anchors)  # [G, A]
-        maiou = mask_aware_iou(gt, anchors, mapped)  # [G, A]
-        keep = iou > 0
-        ious.append(iou[keep].numpy())
-        maious.append(maiou[keep].numpy())
+        iou, maiou = overlap_pairs(gt, anchors, mapped)
+        ious.append(iou)
+        maious.append(maiou)
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
     return cat(ious), cat(maious)
 

@@ -19,7 +19,8 @@ JOINT_BINS = 50
 DPI = 120
 
 
-def _save(fig: Figure, path: str) -> str:
+def save_figure(fig: Figure, path):
+    """Render `fig` to the PNG at `path` (str or Path; parents created) and return `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
@@ -52,7 +53,7 @@ def plot_mob_distribution(mob, path: str, labels=None, names: list[str] | None =
     ax.set_xlabel("MOB ratio  |M| / |B|")
     ax.set_ylabel("fraction of ground truths")
     ax.set_title(f"{title} (n = {len(mob)})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_iou_vs_maiou(iou, maiou, path: str, title: str = "Anchors: IoU vs maIoU with their GT") -> str:
@@ -76,4 +77,4 @@ def plot_iou_vs_maiou(iou, maiou, path: str, title: str = "Anchors: IoU vs maIoU
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,7 +10,7 @@
                       as yellow dots.
 
 The dataset figures use the sweep's largest scale at the evaluation geometry (resize to S×S, no
-augmentation), the ATSS anchor grid the model lays on that input (`model.anchors`) and the
+augmentation), the ATSS anchor grid the model lays on that input (`pipeline.anchor_grids`) and the
 assigners themselves, over the first `MAX_IMAGES` validation images that have ground truths.
 """
 from __future__ import annotations
@@ -19,30 +19,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from assigners import ASSIGNERS, box_iou, mask_aware_iou, mob_ratio
-from model.anchors import make_anchors, pyramid_sizes
+from assigners import ASSIGNERS, mob_ratio
+from pipeline.analysis import overlap_pairs
+from pipeline.anchor_grids import input_anchors
 from pipeline.augment import MEAN, STD, AugmentParams
 from pipeline.config import Config
 from pipeline.datasets import InstanceDataset, load_split
-from pipeline.plots import plot_iou_vs_maiou, plot_mob_distribution
+from pipeline.plots import plot_iou_vs_maiou, plot_mob_distribution, save_figure
 from pipeline.report import BEST_BY, Row
 
-DPI = 120
 BAR_COLOR, BEST_COLOR = "#8da0cb", "#fc8d62"
 ONLY_IOU, ONLY_MAIOU, BOTH = "tab:red", "tab:green", "gold"
 MAX_IMAGES = 100  # validation images scanned for the dataset figures
 CANDIDATES = 20  # of which the Fig.-1 picture shows those where the two assigners differ most
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
 
 
 def plot_mask_ap(rows: list[Row], path: Path) -> Path | None:
@@ -64,7 +56,7 @@ def plot_mask_ap(rows: list[Row], path: Path) -> Path | None:
         ax.set_title(f"scale {scale}")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("mask AP")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @dataclass
@@ -89,7 +81,7 @@ def scan_validation(cfg: Config, scale: int, max_images: int = MAX_IMAGES):
     ds = InstanceDataset(load_split(data, "val"), AugmentParams(scale=scale, train=False,
                                                                  min_box_size=data.min_box_size),
                          "loader", keep_empty=False)
-    anchors, counts = make_anchors("atss", pyramid_sizes(scale), (scale, scale))
+    anchors, counts = input_anchors("atss", scale)
     mobs, labels, ious, maious, images = [], [], [], [], []
     for index in range(min(len(ds), max_images)):
         item = ds[index]
@@ -98,11 +90,9 @@ def scan_validation(cfg: Config, scale: int, max_images: int = MAX_IMAGES):
             continue
         mobs.append(mob_ratio(gt, integral).numpy())
         labels.append(item["labels"].numpy())
-        iou = box_iou(gt, anchors)  # [G, A]
-        maiou = mask_aware_iou(gt, anchors, integral)  # [G, A]
-        keep = iou > 0
-        ious.append(iou[keep].numpy())
-        maious.append(maiou[keep].numpy())
+        iou, maiou = overlap_pairs(gt, anchors, integral)
+        ious.append(iou)
+        maious.append(maiou)
         if len(images) < CANDIDATES:
             pos_iou = ASSIGNERS["atss_iou"](gt, None, anchors, counts) >= 0  # [A]
             pos_ma = ASSIGNERS["atss_maiou"](gt, item["masks"], anchors, counts, integral=integral) >= 0
@@ -142,7 +132,7 @@ def plot_anchor_differences(images: list[ImageAnchors], path: Path, n: int) -> P
                      f"maIoU only: {int((im.pos_maiou & ~im.pos_iou).sum())} (green)", fontsize=8)
     fig.suptitle("Positive anchors of ATSS w. IoU vs ATSS w. maIoU (yellow: both; dashed: GT boxes)",
                  fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def dataset_figures(cfg: Config, out: Path, n_images: int) -> list[Path]:
