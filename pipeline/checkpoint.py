@@ -3,8 +3,8 @@
 A checkpoint directory holds
   model.pt     the plain `state_dict` of the unwrapped model: what MLflow keeps, what
                `jobs.evaluate` and fine-tuning (`train.init_from`) read
-  state.pt     {"optimizer", "scheduler", "progress": {iteration, epoch, batch_in_epoch,
-               train_time, skipped_steps, …}, "rng": [per-rank RNG states]}
+  state.pt     {"optimizer", "scheduler", "progress": {iteration, epoch, train_time,
+               skipped_steps, resumes}, "rng": [per-rank RNG states]}
   config.json  the resolved `Config` (to rebuild the model without guessing)
 and, for the final one, the evaluation outputs the trainer adds (metrics.json, COCO results,
 overlays).

@@ -50,7 +50,7 @@ def resolve_tracking_uri(tracking: TrackingConfig) -> str:
         return uri
     db = Path(DEFAULT_HOME).expanduser().resolve() / "mlflow.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{db}"  # db is absolute, so this has four slashes
+    return sqlite_uri(db)
 
 
 def sqlite_uri(path: str | os.PathLike) -> str:

@@ -97,11 +97,6 @@ def loss_weights(cfg: TrainConfig) -> dict[str, float]:
             "loss_mask": resolve_mask_loss_weight(cfg), "loss_sem": cfg.loss_sem}
 
 
-def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
-    """Targets with every tensor (and the MaskIntegrals) on `device`; other values untouched."""
-    return [{k: (v.to(device) if hasattr(v, "to") else v) for k, v in t.items()} for t in targets]
-
-
 @torch.no_grad()
 def assign_batch(assign_fn: Callable, out: dict[str, Any], targets: list[dict]) -> list[Tensor]:
     """`assign_fn` once per image over the shared anchors -> list of LongTensor[A]."""

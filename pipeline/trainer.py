@@ -63,8 +63,8 @@ CRASH_MARKER = "crash_injected_at_{}"
 # injected crash so that the checkpoint reported just before it is registered.
 CRASH_GRACE_S = 3.0
 METRICS_FILE = "metrics.json"
-LOCAL_CHECKPOINTS = "local_checkpoints"
-CONFIG_HASH_TAG = "maskaware.config_hash"  # a run name is only ever resumed with its own config  # num_workers=0 runs keep their checkpoints here
+LOCAL_CHECKPOINTS = "local_checkpoints"  # num_workers=0 runs keep their checkpoints here
+CONFIG_HASH_TAG = "maskaware.config_hash"  # a run name is only ever resumed with its own config
 
 
 # --- worker ----------------------------------------------------------------------------------

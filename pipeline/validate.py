@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from model import postprocess
+from model.anchors import count_anchors, pyramid_sizes
 from pipeline.checkpoint import model_file, read_config, unwrap
 from pipeline.coco import load_image
 from pipeline.config import Config, EvalConfig, apply_overrides
@@ -125,9 +126,8 @@ def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalCon
         metrics["fps"] = fps.get("fps", float("nan"))
         metrics["fps_device"] = fps.get("device", str(device))
         metrics["fps_precision"] = fps.get("precision", precision_name(device, amp))
-        size = dataset.params.scale
-        probe = core(torch.zeros(1, 3, size, size, device=device))  # [1, 3, S, S]
-        metrics["num_anchors"] = int(probe["anchors"].shape[0])
+        metrics["num_anchors"] = count_anchors(core.anchor_grid, pyramid_sizes(dataset.params.scale),
+                                               core.scales_per_level)
         if out_dir is not None:
             out_dir = Path(out_dir)
             write_results_json(results, out_dir / RESULTS_FILE)
