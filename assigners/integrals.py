@@ -250,9 +250,10 @@ class MaskIntegrals:
         """|M| per instance (int64 [G]): all its pixels, or those inside `window` when set."""
         if self.window is None:
             return self.total
-        win = self.window.to(torch.float32).view(1, 1, 4).expand(len(self), 1, 4)  # [G, 1, 4]
-        saved = replace(self, affine=None)
-        return saved.count(win)[:, 0]
+        # The window is already whole pixels of this frame: no mapping, rounding or clamping to do
+        # (and no copy of self, which would drop the cached lookup tables).
+        win = self.window.to(torch.float64).view(1, 1, 4).expand(len(self), 1, 4)  # [G, 1, 4]
+        return self._rect_sum(win, torch.float64)[:, 0].long()
 
     def area_scale(self) -> float | Tensor:
         """Pixels of this frame per unit area of the query frame (|ax·ay|; 1 without `affine`)."""

@@ -149,19 +149,12 @@ def integrals_from_sample(sample: Sample) -> MaskIntegrals:
     Same result as `MaskIntegrals.from_masks(masks)`, without searching for the regions again.
     """
     s = sample.masks.shape[-1]
-    parts, origins, sizes = [], [], []
+    regions, origins = [], []
     for mask, box in zip(sample.masks, sample.boxes.astype(np.int64)):
         x0, y0, x1, y1 = (int(v) for v in box)
-        parts.append(region_integral(mask[y0:y1, x0:x1]).reshape(-1))  # [(h+1)·(w+1)]
+        regions.append(torch.from_numpy(region_integral(mask[y0:y1, x0:x1])))  # [h+1, w+1]
         origins.append((y0, x0))
-        sizes.append((y1 - y0, x1 - x0))
-    lengths = np.array([p.size for p in parts], dtype=np.int64)
-    data = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    total = np.array([p[-1] for p in parts], dtype=np.int64)
-    return MaskIntegrals(data=torch.from_numpy(data), offset=torch.from_numpy(np.cumsum(lengths) - lengths),
-                         origin=torch.tensor(origins, dtype=torch.int64).reshape(-1, 2),  # [G, 2]
-                         size=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),  # [G, 2]
-                         total=torch.from_numpy(total), image_size=(s, s)).prepared()  # tables built here, off the step
+    return MaskIntegrals.from_regions(regions, origins, (s, s))  # lookup tables built here, off the step
 
 
 def collate(items: list[dict]) -> Batch:

@@ -205,26 +205,21 @@ class InstanceStore:
             return MaskIntegrals.from_regions([], [], (0, 0))
         region = self._region[start:start + count]  # [G, 4]
         image_size = (int(self._hw[start, 0]), int(self._hw[start, 1]))
-        if self.layout == "integral":
-            lo, hi = self._offsets[start], self._offsets[start + count]
-            data = self._data[lo:hi]
-            offset = self._offsets[start:start + count] - lo
-        else:
-            data, offset = self._integrals_from_rle(start, count, region, image_size)
+        if self.layout == "rle":
+            return self._integrals_from_rle(start, count, region, image_size)
+        lo, hi = self._offsets[start], self._offsets[start + count]
         return MaskIntegrals(
-            data=torch.from_numpy(np.array(data, dtype=np.int32)),
-            offset=torch.from_numpy(np.asarray(offset, dtype=np.int64)),
+            data=torch.from_numpy(np.array(self._data[lo:hi], dtype=np.int32)),
+            offset=torch.from_numpy(np.asarray(self._offsets[start:start + count] - lo, dtype=np.int64)),
             origin=torch.from_numpy(region[:, :2].copy()),
             size=torch.from_numpy(region[:, 2:].copy()),
             total=torch.from_numpy(self._area[start:start + count].astype(np.int64)),
-            image_size=image_size)
+            image_size=image_size).prepared()  # as every constructor: no table building in the step
 
-    def _integrals_from_rle(self, start, count, region, image_size):
+    def _integrals_from_rle(self, start, count, region, image_size) -> MaskIntegrals:
         h, w = image_size
         rles = [{"size": [h, w], "counts": c} for c in self._rle.slice(start, count).to_pylist()]
         decoded = mask_utils.decode(rles)  # uint8 [H, W, G]
-        parts = []
-        for g, (y0, x0, rh, rw) in enumerate(region):
-            parts.append(region_integral(decoded[y0:y0 + rh, x0:x0 + rw, g].astype(bool)).reshape(-1))  # [(h+1)(w+1)]
-        lengths = np.array([p.size for p in parts], dtype=np.int64)
-        return np.concatenate(parts), np.cumsum(lengths) - lengths
+        regions = [torch.from_numpy(region_integral(decoded[y0:y0 + rh, x0:x0 + rw, g].astype(bool)))  # [h+1, w+1]
+                   for g, (y0, x0, rh, rw) in enumerate(region)]
+        return MaskIntegrals.from_regions(regions, [(int(y0), int(x0)) for y0, x0, _, _ in region], image_size)
