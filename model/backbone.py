@@ -135,9 +135,7 @@ class ResNet(nn.Module):
         self.out_channels = [128 * block.expansion, 256 * block.expansion, 512 * block.expansion]
         self.fc = nn.Linear(cin, num_classes) if num_classes else None
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, DeformConv2d):
+            if isinstance(m, (nn.Conv2d, DeformConv2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)

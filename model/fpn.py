@@ -17,13 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _xavier(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+from model.init import xavier_init
 
 
 class FPN(nn.Module):
@@ -33,7 +27,7 @@ class FPN(nn.Module):
         self.fpn_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
         self.p6 = nn.Conv2d(in_channels[-1], out_channels, 3, stride=2, padding=1)
         self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
-        _xavier(self)
+        xavier_init(self)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(f) for conv, f in zip(self.lateral_convs, feats)]
@@ -68,7 +62,7 @@ class CARAFE(nn.Module):
         self.compressor = nn.Conv2d(channels, compressed_channels, 1)
         self.encoder = nn.Conv2d(compressed_channels, up_kernel * up_kernel * scale * scale, encoder_kernel,
                                  padding=encoder_kernel // 2)
-        _xavier(self.compressor)
+        xavier_init(self.compressor)
         nn.init.normal_(self.encoder.weight, std=0.001)  # near-uniform kernels at start (mmcv init)
         nn.init.zeros_(self.encoder.bias)
 
@@ -88,7 +82,7 @@ class CarafeFPN(nn.Module):
         self.lateral_convs.append(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1))  # P7
         levels = len(self.lateral_convs)
         self.fpn_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in range(levels))
-        _xavier(self)
+        xavier_init(self)
         self.upsamplers = nn.ModuleList(
             CARAFE(out_channels, 2, up_kernel, encoder_kernel, compressed_channels) for _ in range(levels - 1))
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.init import xavier_init
+
 SIPMASK_QUADRANTS = 4  # coefficient sets per anchor with SipMask (2×2 box quadrants)
 
 
@@ -25,13 +27,6 @@ def flatten_anchor_outputs(x: torch.Tensor, channels: int) -> torch.Tensor:
     B, _, H, W = x.shape
     x = x.view(B, -1, channels, H, W)  # [B, n, K, H, W]
     return x.permute(0, 3, 4, 1, 2).reshape(B, -1, channels)  # [B, H*W*n, K]
-
-
-def _xavier(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class PredictionHead(nn.Module):
@@ -46,7 +41,7 @@ class PredictionHead(nn.Module):
         self.conv_cls = nn.Conv2d(in_channels, num_anchors * (num_classes + 1), 3, padding=1)
         self.conv_box = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
         self.conv_coef = nn.Conv2d(in_channels, num_anchors * num_protos * self.coef_sets, 3, padding=1)
-        _xavier(self)
+        xavier_init(self)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cls, box, coef = [], [], []
@@ -71,7 +66,7 @@ class ProtoNet(nn.Module):
                                     nn.Conv2d(channels, channels, 3, padding=1)])
         self.conv_up = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv_out = nn.Conv2d(channels, num_protos, 1)
-        _xavier(self)
+        xavier_init(self)
 
     def forward(self, p3: torch.Tensor) -> torch.Tensor:
         x = p3
@@ -89,7 +84,7 @@ class SemanticHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, num_classes, 1)
-        _xavier(self)
+        xavier_init(self)
 
     def forward(self, p3: torch.Tensor) -> torch.Tensor:
         return self.conv(p3)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.init import xavier_init
+
 MIN_INPUT = 63  # 63 -> 31 -> 15 -> 7 -> 3 -> 1 through the five unpadded 3×3/2 convs
 MIN_GT_AREA = 25  # proto pixels: smaller GT masks do not train the IoU head (official discard_mask_area)
 
@@ -25,10 +27,7 @@ class MaskIoUNet(nn.Module):
         cins = (1,) + channels[:-1]
         self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, stride=2) for i, o in zip(cins, channels))
         self.conv_out = nn.Conv2d(channels[-1], num_classes, 1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_init(self)
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
         """masks [N, 1, H, W] in [0, 1] -> predicted IoU per class [N, C] (ReLU'd, ≥ 0)."""

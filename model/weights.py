@@ -125,6 +125,11 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _source_name(source) -> str:
+    """How messages name a weights source: its path, or "state dict" for one given in memory."""
+    return "state dict" if isinstance(source, dict) else str(source)
+
+
 def read_state_dict(source) -> dict[str, torch.Tensor]:
     """A state dict from a path (`torch.load(weights_only=True)`) or a dict; unwraps `model`/`state_dict`."""
     state = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
@@ -132,14 +137,14 @@ def read_state_dict(source) -> dict[str, torch.Tensor]:
         if isinstance(state.get(key), dict):
             state = state[key]
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source if not isinstance(source, dict) else 'state dict'}: not a state dict of tensors")
+        raise ValueError(f"{_source_name(source)}: not a state dict of tensors")
     return state
 
 
 def load_backbone_weights(backbone: nn.Module, source) -> LoadReport:
     """Strictly load ImageNet/torchvision-format ResNet weights into `backbone` (see module docstring)."""
     state = dict(read_state_dict(source))
-    report = LoadReport(str(source) if not isinstance(source, dict) else "state dict")
+    report = LoadReport(_source_name(source))
     own = backbone.state_dict()
     if getattr(backbone, "fc", None) is None:
         for k in [k for k in state if k.startswith("fc.")]:
@@ -170,10 +175,10 @@ def load_pretrained(model: nn.Module, source) -> LoadReport:
     state = read_state_dict(source)
     if "conv1.weight" in state and hasattr(model, "backbone"):
         report = load_backbone_weights(model.backbone, state)
-        report.source = str(source) if not isinstance(source, dict) else "state dict"
+        report.source = _source_name(source)
         report.kept_init.append(("everything outside the backbone", "backbone-only weights"))
         return report
-    report = LoadReport(str(source) if not isinstance(source, dict) else "state dict")
+    report = LoadReport(_source_name(source))
     own = model.state_dict()
     fitting = {}
     for k, v in state.items():
