@@ -159,15 +159,16 @@ def losses(out: dict, targets: list[dict], matched: list[torch.Tensor], weights:
         pos, neg = m >= 0, m == background  # [B, A]
         norm = pos.sum(1).clamp(min=1).sum().float()  # Σ_img max(#pos, 1)
         cls_target = torch.zeros_like(m)
-        gt_boxes = torch.zeros(*m.shape, 4, device=device)  # [B, A, 4]
+        anchors = out["anchors"].float()  # [A, 4]
+        gt_pos, anchors_pos = [], []  # per image, in anchor order: the rows of out["box"][pos]
         for b, t in enumerate(targets):
             p = pos[b]
             cls_target[b, p] = t["labels"][m[b, p]] + 1
-            gt_boxes[b, p] = t["boxes"][m[b, p]].float()
+            gt_pos.append(t["boxes"][m[b, p]].float())  # [P_b, 4]
+            anchors_pos.append(anchors[p])  # [P_b, 4]
         cls = out["cls"].float()
         result = {"loss_cls": w["loss_cls"] * classification_loss(cls, cls_target, pos, neg, neg_pos_ratio) / norm}
-        anchors = out["anchors"].float()[None].expand_as(gt_boxes)  # [B, A, 4]
-        goal = encode(gt_boxes[pos], anchors[pos])  # [P, 4]
+        goal = encode(torch.cat(gt_pos), torch.cat(anchors_pos))  # [P, 4]
         box = F.smooth_l1_loss(out["box"].float()[pos], goal, beta=1.0, reduction="sum")
         result["loss_box"] = w["loss_box"] * box / norm
         mask, maskiou = mask_losses(out, targets, m, max_masks, mask_alignment, generator)
