@@ -125,6 +125,16 @@ def _float32(out: dict[str, Any]) -> dict[str, Any]:
             for k, v in out.items()}
 
 
+def amp_active(device: torch.device, amp: bool) -> bool:
+    """bf16 autocast is a CUDA-only option (SPEC/issue): `amp` is ignored on other devices."""
+    return amp and device.type == "cuda"
+
+
+def autocast(device: torch.device, amp: bool):
+    """The bf16 autocast context when `amp_active`, else a no-op context."""
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if amp_active(device, amp) else nullcontext()
+
+
 def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn: Callable,
                optimizer: torch.optim.Optimizer, *, losses_fn: Callable, weights: dict[str, Any],
                grad_clip: float | None = 35.0, amp: bool = False) -> dict[str, float]:
@@ -139,11 +149,9 @@ def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn:
     # that a non-finite batch leaves no trace in the model (NaN statistics would never recover).
     buffers = list(model.buffers())
     saved = [b.detach().clone() for b in buffers]
-    use_amp = amp and device.type == "cuda"  # bf16 autocast is a CUDA-only option (SPEC/issue)
-    ctx = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
-    with ctx:
+    with autocast(device, amp):
         out = model(images)
-    if use_amp:
+    if amp_active(device, amp):
         out = _float32(out)
     matched = assign_batch(assign_fn, out, targets)
     losses = losses_fn(out, targets, matched, weights)

@@ -55,7 +55,7 @@ from pipeline.precompute import ensure_precomputed
 from pipeline.ray_utils import init_ray, worker_runtime_env
 from pipeline.shards import derive_seed
 from pipeline.train import total_iterations, train_step
-from pipeline.validate import evaluate_model
+from pipeline.validate import all_gather, evaluate_model
 from pipeline.worker import WorkerParts, build_parts
 
 CRASH_MARKER = "crash_injected_at_{}"
@@ -68,14 +68,6 @@ CONFIG_HASH_TAG = "maskaware.config_hash"  # a run name is only ever resumed wit
 
 
 # --- worker ----------------------------------------------------------------------------------
-
-def _all_gather(obj: Any, world: int) -> list[Any]:
-    if world == 1 or not dist.is_initialized():
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
-
 
 def _mean_over_ranks(stats: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
     if world == 1 or not dist.is_initialized() or not stats:
@@ -114,7 +106,7 @@ def _report(metrics: dict[str, Any], parts: WorkerParts, progress: dict[str, Any
     if not with_checkpoint:
         ray.train.report(metrics)
         return
-    rng = _all_gather(capture_rng(), parts.world)
+    rng = all_gather(capture_rng(), parts.world)
     if parts.rank != 0:
         ray.train.report(metrics, checkpoint=None)
         return

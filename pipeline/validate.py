@@ -16,7 +16,6 @@ the same in one process (`jobs.evaluate`).
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,27 +33,22 @@ from pipeline.datasets import InstanceDataset, build_dataset, collate
 from pipeline.evaluate import evaluate_results, predictions_to_coco_results, write_results_json
 from pipeline.overlays import save_overlay
 from pipeline.speed import measure_fps
+from pipeline.train import amp_active, autocast
 
 RESULTS_FILE = "coco_results.json"
 OVERLAY_DIR = "overlays"
 OVERLAY_SCORE_THR = 0.3  # draw only confident detections; evaluation uses all of them
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def precision_name(device: torch.device, amp: bool) -> str:
-    return "bf16-autocast" if amp and device.type == "cuda" else "fp32"
+    return "bf16-autocast" if amp_active(device, amp) else "fp32"
 
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, orig_sizes: list[tuple[int, int]],
             eval_cfg: EvalConfig, amp: bool = False) -> list[dict]:
     """Post-processed detections of one batch (original-image coordinates)."""
-    with _autocast(images.device, amp):
+    with autocast(images.device, amp):
         out = model(images)
     return postprocess(out, orig_sizes, eval_cfg)
 
@@ -75,12 +69,13 @@ def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[in
     return results
 
 
-def _gather(results: list[dict], world: int) -> list[dict]:
+def all_gather(obj: Any, world: int) -> list[Any]:
+    """[obj of rank 0, …, obj of rank world-1]; just [obj] without a process group."""
     if world == 1 or not (dist.is_available() and dist.is_initialized()):
-        return results
+        return [obj]
     parts: list[Any] = [None] * world
-    dist.all_gather_object(parts, results)
-    return [r for part in parts for r in part]
+    dist.all_gather_object(parts, obj)
+    return parts
 
 
 def speed(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
@@ -116,8 +111,8 @@ def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalCon
     core.eval()
     try:
         mine = list(range(rank, len(dataset), world))
-        results = _gather(predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp),
-                          world)
+        mine_results = predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp)
+        results = [r for part in all_gather(mine_results, world) for r in part]
         if rank != 0:
             return {}
         metrics: dict[str, Any] = evaluate_results(
