@@ -64,12 +64,10 @@ class Cell:
 
 
 def _variant_assigner(variant: str, default: str) -> str:
-    assigner = default
-    for item in VARIANTS[variant]:
-        key, _, value = item.partition("=")
-        if key.strip() == "train.assigner":
-            assigner = value.strip()
-    return assigner
+    """The assigner a model-option row trains with (a row may set `train.assigner`)."""
+    base = Config()
+    base = replace(base, train=replace(base.train, assigner=default))
+    return apply_overrides(base, list(VARIANTS[variant])).train.assigner
 
 
 def validate_sweep(cfg: Config) -> None:

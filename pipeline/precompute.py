@@ -147,12 +147,15 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     _check_manifest(out_dir, manifest, overwrite)
     _remove_unplanned(out_dir, manifest["shards"])
     plan = _plan_json(manifest)
-    todo = [i for i in range(n) if not _shard_done(out_dir, shard_name(i, n), manifest["shards"][shard_name(i, n)], plan)]
-    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if i not in todo],
+    rows = manifest["shards"]  # {shard name: instance rows}, in shard order
+    names = list(rows)
+    done = [_shard_done(out_dir, name, rows[name], plan) for name in names]
+    todo = [i for i in range(n) if not done[i]]
+    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if done[i]],
                               validation=source.report.summary())
     if todo:
-        items = [{"shard": i, "name": shard_name(i, n), "rows": manifest["shards"][shard_name(i, n)],
-                  "payload": pickle.dumps(chunks[i])} for i in todo]
+        items = [{"shard": i, "name": names[i], "rows": rows[names[i]], "payload": pickle.dumps(chunks[i])}
+                 for i in todo]
         with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
             ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
             logging.getLogger("ray.data").setLevel(logging.WARNING)
