@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,18 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _median_ms(fn, device, warmup: int, runs: int) -> float:
-    import torch
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    from pipeline.speed import measure_fps  # heavy imports after --help
+    return measure_fps(lambda _: fn(), [None], warmup=warmup, runs=runs, device=device)["ms_median"]
 
 
 def bench(args) -> list[dict]:
