@@ -1,7 +1,7 @@
 """Benchmark: per-image anchor-assignment time of every assigner (python -m jobs.bench_assign).
 
 For S = 550 it lays the two anchor grids of the paper's configs (the model's own, through
-`pipeline.anchor_grids`), draws G realistic instances (random star-shaped polygons of COCO-like sizes,
+`pipeline.report.anchor_grids`), draws G realistic instances (random star-shaped polygons of COCO-like sizes,
 rasterised at S×S) and times, per assigner, one call of `ASSIGNERS[name]` per image:
 - "masks": gt_masks given, the integral images are built inside the call;
 - "integrals": precomputed `MaskIntegrals` given (as the data pipeline provides them).
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from assigners import ASSIGNERS, MaskIntegrals
 from assigners.overlaps import EPS, mask_aware_iou
-from pipeline.anchor_grids import input_anchors
+from pipeline.report.anchor_grids import input_anchors
 
 MASK_AWARE = ("atss_maiou", "atss_gmaiou")
 # COCO instance size mix (fractions of small < 32², medium < 96², large) and area bounds.

@@ -44,14 +44,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _median_ms(fn, device, warmup: int, runs: int) -> float:
-    from pipeline.speed import measure_fps  # heavy imports after --help
+    from pipeline.eval.speed import measure_fps  # heavy imports after --help
     return measure_fps(lambda _: fn(), [None], warmup=warmup, runs=runs, device=device)["ms_median"]
 
 
 def bench(args) -> list[dict]:
     import torch
 
-    from model import PostprocessParams, Yolact, format_parameter_summary, postprocess
+    from model import Yolact, format_parameter_summary, postprocess
+    from pipeline.config import EvalConfig
     torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
@@ -82,8 +83,8 @@ def bench(args) -> list[dict]:
                     out["cls"] = 3 * torch.randn(out["cls"].shape, generator=g, device=device)
                     sizes = [tuple(args.orig_size)] * batch
                     fwd = _median_ms(forward, device, warmup, runs)
-                    post = _median_ms(lambda: postprocess(out, sizes, PostprocessParams()), device, warmup, runs)
-                    dets = postprocess(out, sizes, PostprocessParams())
+                    post = _median_ms(lambda: postprocess(out, sizes, EvalConfig()), device, warmup, runs)
+                    dets = postprocess(out, sizes, EvalConfig())
                     row = {"device": torch.cuda.get_device_name(device) if cuda else f"cpu ({args.threads} threads)",
                            "grid": grid, "anchors": int(out["anchors"].shape[0]), "batch": batch,
                            "precision": precision, "channels_last": channels_last, "forward_ms": round(fwd, 2),

@@ -20,7 +20,9 @@ from dataclasses import replace
 
 import torch
 
-from pipeline.config import ASSIGNER_NAMES, apply_overrides, get_preset
+from pipeline.config import ASSIGNER_NAMES, apply_overrides
+
+from pipeline.presets import get_preset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
-    from pipeline.train import train_step
-    from pipeline.worker import build_parts
+    from pipeline.train.step import train_step
+    from pipeline.train.parts import build_parts
 
     cfg = replace(cfg, train=replace(cfg.train, assigner=assigner))
     parts = build_parts(cfg, rank=0, world=1, device=torch.device("cpu"))
@@ -78,14 +80,14 @@ def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
 def bench_data_path(cfg, batches: int) -> list[dict]:
     import ray
 
-    from pipeline.datasets import ShardedSampler, build_dataset, collate
+    from pipeline.data.datasets import ShardedSampler, build_dataset, collate
     from pipeline.ray_utils import init_ray
 
     train_set = build_dataset(cfg.data, "train")
     keys = list(ShardedSampler(len(train_set), seed=0))[:batches * cfg.train.batch_size]
     out = []
     t0 = time.perf_counter()
-    from pipeline.shards import ResumableBatchSampler
+    from pipeline.data.shards import ResumableBatchSampler
     from torch.utils.data import DataLoader
     loader = DataLoader(train_set, batch_sampler=ResumableBatchSampler(keys, cfg.train.batch_size),
                         collate_fn=collate, num_workers=cfg.data.loader_workers)

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.validate import evaluate_checkpoint  # heavy imports after --help
+    from pipeline.eval.evaluate import evaluate_checkpoint  # heavy imports after --help
 
     ckpt = Path(args.checkpoint).expanduser()
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "evaluation"

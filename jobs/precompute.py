@@ -15,10 +15,12 @@ import argparse
 import sys
 from dataclasses import replace
 
-from pipeline.config import DataConfig, get_preset
-from pipeline.datasets import SPLITS
-from pipeline.instance_table import LAYOUTS
-from pipeline.precompute import precompute_splits, result_summary, verify
+from pipeline.config import DataConfig
+
+from pipeline.presets import get_preset
+from pipeline.data.datasets import SPLITS
+from pipeline.data.instance_table import LAYOUTS
+from pipeline.data.precompute import precompute_splits, result_summary, verify
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -48,8 +48,8 @@ def paste_between_markers(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pipeline.report import build_report
-    from pipeline.sweep_record import SweepRecord, latest_sweep
+    from pipeline.report.build import build_report
+    from pipeline.sweep.record import SweepRecord, latest_sweep
 
     root = Path(args.root).expanduser().resolve()
     try:

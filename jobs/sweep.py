@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import PRESETS, apply_overrides, get_preset
+from pipeline.config import apply_overrides
+
+from pipeline.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "tiny"
 WHERE = "sweep.root"  # the one override --resume accepts: where to look for the sweep
@@ -47,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--set {changed[0]}: a resumed sweep continues with its saved config "
                              f"(only --set {WHERE}=... may be given, to find it)")
         cfg = apply_overrides(get_preset(args.preset), args.overrides)
-        from pipeline.sweep import run_sweep  # Ray only after the arguments are good
+        from pipeline.report.build import finish_sweep  # Ray only after the arguments are good
+        from pipeline.sweep.driver import run_sweep
 
         outcome = run_sweep(cfg, args.preset, name=args.name, resume=args.resume)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finish_sweep(outcome)
     return outcome.exit_code
 
 

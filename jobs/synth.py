@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from pipeline.synthetic import CATEGORIES, format_mob_table, generate
+from pipeline.data.synthetic import CATEGORIES, format_mob_table, generate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,7 +14,9 @@ import sys
 import time
 from dataclasses import replace
 
-from pipeline.config import ASSIGNER_NAMES, PRESETS, Config, apply_overrides, get_preset
+from pipeline.config import ASSIGNER_NAMES, Config, apply_overrides
+
+from pipeline.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "tiny"
 
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from pipeline.trainer import default_run_name, run_training  # heavy imports after --help
+    from pipeline.train.run import default_run_name, run_training  # heavy imports after --help
     name = args.name or f"{default_run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_training(cfg, run_name=name)
     print(json.dumps(result, indent=1, default=str))

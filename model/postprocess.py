@@ -17,7 +17,7 @@ Output per image: dict(boxes float32 [N,4] xyxy original pixels, scores [N], lab
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +27,17 @@ from model.masks import crop_region, mask_logits
 from model.nms import fast_nms, standard_nms
 
 
-@dataclass(frozen=True)
-class PostprocessParams:
-    """Defaults of the official test config; `pipeline.config.EvalConfig` has the same fields."""
-    score_thr: float = 0.05
-    nms_pre: int = 1000
-    nms_iou: float = 0.5
-    nms_top_k: int = 200
-    max_per_img: int = 100
-    mask_thr: float = 0.5
-    fast_nms: bool = True
+@runtime_checkable
+class PostprocessParams(Protocol):
+    """The parameters `postprocess` reads, by attribute. Their values (the official test config's)
+    are written once, as the defaults of `pipeline.config.EvalConfig`, which is passed as is."""
+    score_thr: float  # keep detections scoring above this
+    nms_pre: int  # candidates per pyramid level, by best class score
+    nms_iou: float  # NMS IoU threshold
+    nms_top_k: int  # detections per class kept by Fast NMS
+    max_per_img: int  # detections per image
+    mask_thr: float  # binarisation threshold of the sigmoid masks
+    fast_nms: bool  # YOLACT's Fast NMS, else greedy NMS
 
 
 def _candidates(scores: torch.Tensor, counts: list[int], nms_pre: int) -> torch.Tensor:
@@ -66,9 +67,8 @@ def _masks(proto: torch.Tensor, coef: torch.Tensor, boxes: torch.Tensor, scale: 
 
 
 @torch.no_grad()
-def postprocess(out: dict, orig_sizes: list[tuple[int, int]], params=None) -> list[dict]:
-    """Per-image detections; `params` is read by attribute (EvalConfig or `PostprocessParams`)."""
-    p = params or PostprocessParams()
+def postprocess(out: dict, orig_sizes: list[tuple[int, int]], p: PostprocessParams) -> list[dict]:
+    """Per-image detections (see the module docstring) with the parameters `p`."""
     B = out["cls"].shape[0]
     if len(orig_sizes) != B:
         raise ValueError(f"orig_sizes has {len(orig_sizes)} entries for a batch of {B}")

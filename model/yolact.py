@@ -14,6 +14,8 @@ A follows `model.anchors` order (level, row, column, anchor-within-location).
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -78,26 +80,19 @@ class Yolact(nn.Module):
 
 
 def build_yolact(cfg, anchor_grid: str | None = None, load_weights: bool = True) -> Yolact:
-    """Build from a `pipeline.config.ModelConfig`-like object (read by attribute).
+    """Build from a `pipeline.config.ModelConfig` (read by attribute: every option of `Yolact`).
 
     `anchor_grid` overrides `cfg.anchor_grid`; one of them must name a grid ("yolact", "atss",
     "mayolact") since "auto" depends on the assigner (resolve it with `pipeline.config.resolve_anchor_grid`).
     With `load_weights` and `cfg.backbone_weights` set, the backbone is loaded (strict keys, see
     `model.weights.load_backbone_weights`) and what was loaded is printed.
     """
-    grid = anchor_grid or getattr(cfg, "anchor_grid", "auto")
+    grid = anchor_grid or cfg.anchor_grid
     if grid == "auto":
         raise ValueError("anchor_grid is 'auto': pass the resolved grid, e.g. build_yolact(cfg, anchor_grid='atss')")
-    model = Yolact(
-        num_classes=cfg.num_classes, backbone=cfg.backbone, anchor_grid=grid, fpn_channels=cfg.fpn_channels,
-        num_protos=cfg.num_protos, stride_in_1x1=cfg.stride_in_1x1, frozen_bn=cfg.frozen_bn,
-        yolact_550_strides=getattr(cfg, "yolact_550_strides", True),
-        scales_per_level=getattr(cfg, "scales_per_level", 1), dcn_interval=getattr(cfg, "dcn_interval", 0),
-        dcn_stages=tuple(getattr(cfg, "dcn_stages", (3, 4, 5))), dcn_groups=getattr(cfg, "dcn_groups", 1),
-        mask_rescoring=getattr(cfg, "mask_rescoring", False), carafe=getattr(cfg, "carafe", False),
-        sipmask=getattr(cfg, "sipmask", False))
-    path = getattr(cfg, "backbone_weights", None)
-    if load_weights and path:
+    options = {name: getattr(cfg, name) for name in inspect.signature(Yolact).parameters if name != "anchor_grid"}
+    model = Yolact(anchor_grid=grid, **options)
+    if load_weights and cfg.backbone_weights:
         from model.weights import load_backbone_weights
-        print(load_backbone_weights(model.backbone, path))
+        print(load_backbone_weights(model.backbone, cfg.backbone_weights))
     return model

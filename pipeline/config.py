@@ -15,8 +15,35 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-# The paper's assigners, in the order of its Table 2; the names are the registry keys of `assigners`.
-ASSIGNER_NAMES = ("fixed_iou", "atss_iou", "atss_giou", "atss_diou", "atss_maiou", "atss_gmaiou")
+
+
+@dataclass(frozen=True)
+class AssignerSpec:
+    """What the pipeline needs to know of one assigner besides its code (in `assigners`)."""
+    label: str  # how the papers' tables name it
+    anchor_grid: str  # what `model.anchor_grid = "auto"` resolves to (`model.ANCHOR_GRIDS`)
+    mask_loss_weight: float  # what `train.loss_mask = None` resolves to (official configs)
+    needs_masks: bool  # its overlap reads the GT masks (through their integral images)
+
+
+# Each assigner, once, in the order of the maIoU paper's Table 2; the keys are the registry keys
+# of `assigners.ASSIGNERS` (a test checks both ways). Fixed IoU trains on YOLACT's 3-ratio grid
+# with mask weight 6.125, ATSS on one square anchor per location with 8 (official configs).
+ASSIGNER_TABLE: dict[str, AssignerSpec] = {
+    "fixed_iou": AssignerSpec("fixed IoU threshold", "yolact", 6.125, needs_masks=False),
+    "atss_iou": AssignerSpec("ATSS w. IoU", "atss", 8.0, needs_masks=False),
+    "atss_giou": AssignerSpec("ATSS w. GIoU", "atss", 8.0, needs_masks=False),
+    "atss_diou": AssignerSpec("ATSS w. DIoU", "atss", 8.0, needs_masks=False),
+    "atss_maiou": AssignerSpec("ATSS w. maIoU", "atss", 8.0, needs_masks=True),
+    "atss_gmaiou": AssignerSpec("ATSS w. GmaIoU", "atss", 8.0, needs_masks=True),
+}
+ASSIGNER_NAMES = tuple(ASSIGNER_TABLE)
+
+
+def assigner_spec(name: str) -> AssignerSpec:
+    if name not in ASSIGNER_TABLE:
+        raise ValueError(f"unknown assigner {name!r}; valid: {', '.join(ASSIGNER_NAMES)}")
+    return ASSIGNER_TABLE[name]
 
 
 @dataclass(frozen=True)
@@ -102,7 +129,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast, CUDA only
     loss_cls: float = 1.0
     loss_box: float = 1.5
-    loss_mask: float | None = None  # None: 6.125 for fixed_iou, 8 for ATSS (official configs)
+    loss_mask: float | None = None  # None: the assigner's (ASSIGNER_TABLE)
     loss_sem: float = 1.0
     ohem_neg_pos: int = 3
     max_masks: int = 100
@@ -250,103 +277,14 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 
 def resolve_anchor_grid(model: ModelConfig, assigner: str) -> str:
-    """The anchor grid a cell trains with: fixed IoU uses YOLACT's 3-ratio grid, ATSS one square."""
+    """The anchor grid a cell trains with: the model's, or the assigner's when it is "auto"."""
     if model.anchor_grid != "auto":
         return model.anchor_grid
-    return "yolact" if assigner == "fixed_iou" else "atss"
+    return assigner_spec(assigner).anchor_grid
 
 
 def resolve_mask_loss_weight(train: TrainConfig) -> float:
-    """6.125 for the fixed-IoU baseline and 8 for ATSS, as in the official configs."""
+    """`train.loss_mask`, or the assigner's weight when it is None."""
     if train.loss_mask is not None:
         return train.loss_mask
-    return 6.125 if train.assigner == "fixed_iou" else 8.0
-
-
-# --- presets: data, in one place -------------------------------------------------------------
-
-def _tiny() -> Config:
-    # Sized for a 2-core CPU laptop (≤ 15 min for the whole sweep): ResNet-18 without ImageNet
-    # weights, 128 px synthetic images, 600 iterations. Chosen on held-out learning probes
-    # (docs/benchmarks.md, "learning"): from scratch, AdamW learns in these few hundred steps where
-    # the paper's SGD barely starts, and the full SSD augmentation slows fitting more than it helps
-    # over a schedule this short, so it is off; 1,000 images keep 600 × 8 samples from repeating much.
-    return Config(
-        data=DataConfig(synthetic_train_images=1000, synthetic_val_images=100, synthetic_size=128,
-                        scale=128, augment=False, loader_workers=0),
-        model=ModelConfig(backbone="resnet18", num_classes=4, fpn_channels=64, num_protos=16),
-        train=TrainConfig(epochs=1, max_iters=600, batch_size=8, optimizer="adamw", lr=2e-3,
-                          lr_reference_batch=8, weight_decay=0.05, schedule="cosine",
-                          warmup_iters=50, checkpoint_every=200, log_every=20, amp=False),
-        eval=EvalConfig(fps_warmup=2, fps_runs=10, overlays=2),
-        # 2 trials at a time, one 1-CPU Train worker each: both cores train, and one trial's
-        # fixed Ray start-up (~20–30 s) overlaps the other's training.
-        sweep=SweepConfig(scales=(96, 128), assigners=("atss_iou", "atss_maiou"), seeds=(0,),
-                          max_concurrent_trials=2),
-    )
-
-
-def _synthetic() -> Config:
-    # One GPU machine: the full 6-assigner grid, 3 scales, 3 seeds on the synthetic data.
-    return Config(
-        data=DataConfig(synthetic_train_images=5000, synthetic_val_images=500, synthetic_size=512,
-                        scale=384, loader_workers=4),
-        model=ModelConfig(backbone="resnet50", num_classes=4),
-        train=TrainConfig(epochs=12, batch_size=16, use_gpu=True, cpus_per_worker=4,
-                          step_epochs=(8, 11), checkpoint_every=1000),
-        sweep=SweepConfig(scales=(256, 384, 512), assigners=ASSIGNER_NAMES, seeds=(0, 1, 2),
-                          max_concurrent_trials=1),
-    )
-
-
-def _paper() -> Config:
-    # SPEC §6 on COCO from a local path: 4 GPUs × 8 images per trial, 55 epochs, step schedule.
-    return Config(
-        data=DataConfig(data_dir="/data/coco", train_json="annotations/instances_train2017.json",
-                        val_json="annotations/instances_val2017.json", image_root="{split}2017",
-                        loader_workers=6),
-        model=ModelConfig(backbone="resnet50", num_classes=80),
-        train=TrainConfig(epochs=55, batch_size=8, num_workers=4, use_gpu=True, cpus_per_worker=6),
-        sweep=SweepConfig(scales=(400, 550, 700), assigners=ASSIGNER_NAMES, seeds=(0,),
-                          max_concurrent_trials=1),
-    )
-
-
-def _mayolact() -> Config:
-    # Table 4 of the maIoU paper, one trial per cumulative row (VARIANTS): YOLACT-550, then
-    # + ATSS w. maIoU, + CARAFE FPN, + DCNv2 (every block of C3–C5), + 2 anchors per location,
-    # + cosine LR at 8e-3 = maYOLACT-550.
-    base = _paper()
-    return replace(base, sweep=replace(base.sweep, scales=(550,), assigners=("atss_maiou",),
-                                       variants=tuple(VARIANTS)))
-
-
-def _cumulative(steps: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, tuple[str, ...]]:
-    """Each row keeps the overrides of the rows above it (Table 4 adds one option per row)."""
-    rows, acc = {}, ()
-    for name, overrides in steps:
-        acc = acc + overrides
-        rows[name] = acc
-    return rows
-
-
-# Sweep variants: name -> `section.field=value` overrides applied on top of a cell's scale,
-# assigner and seed (a variant that sets train.assigner wins over the assigner axis). The Table-4
-# rows are cumulative: "cosine" is maYOLACT, with every option of the rows above it.
-VARIANTS: dict[str, tuple[str, ...]] = _cumulative((
-    ("yolact", ("train.assigner=fixed_iou",)),
-    ("atss_maiou", ("train.assigner=atss_maiou",)),
-    ("carafe", ("model.carafe=true",)),
-    ("dcnv2", ("model.dcn_interval=1", "model.dcn_groups=4")),
-    ("more_anchors", ("model.anchor_grid=mayolact",)),
-    ("cosine", ("train.schedule=cosine", "train.lr=0.008")),
-))
-
-
-PRESETS = {"tiny": _tiny, "synthetic": _synthetic, "paper": _paper, "mayolact": _mayolact}
-
-
-def get_preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid: {sorted(PRESETS)}")
-    return PRESETS[name]()
+    return assigner_spec(train.assigner).mask_loss_weight

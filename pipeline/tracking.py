@@ -9,7 +9,7 @@ Where runs go:
   default is `./mlruns` relative to the CWD, which is why it is always set for sqlite.
 
 Who writes: one writer per run at a time, never a Train worker.
-- The driver (`pipeline.trainer.run_training`, possibly inside a Tune trial) opens the run, logs
+- The driver (`pipeline.train.run.run_training`, possibly inside a Tune trial) opens the run, logs
   params, tags, the final metrics and the artifacts, and closes it.
 - `ReportToMlflow` is a `ray.train.UserCallback`: it runs in the Train controller actor and logs
   what rank 0 reports (losses, LR) per logging step. It survives worker restarts; after a restart
@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import mlflow
 import ray.train
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 
 from pipeline.config import Config, TrackingConfig
 

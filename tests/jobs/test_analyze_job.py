@@ -1,7 +1,7 @@
 import json
 
 from jobs import analyze
-from pipeline.synthetic import generate
+from pipeline.data.synthetic import generate
 from tests.pipeline.fixtures_data import write_tables_without_ray
 
 

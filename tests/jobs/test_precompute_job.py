@@ -3,8 +3,8 @@ import os
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster (notes/ecosystem §8)
 
 from jobs import precompute as job
-from pipeline.instance_table import InstanceStore
-from pipeline.synthetic import generate
+from pipeline.data.instance_table import InstanceStore
+from pipeline.data.synthetic import generate
 
 
 def test_precompute_job_writes_both_splits_then_skips(tmp_path, capsys):

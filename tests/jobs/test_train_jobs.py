@@ -7,7 +7,7 @@ import pytest
 
 from jobs import evaluate as evaluate_job
 from jobs import train as train_job
-from pipeline.config import get_preset
+from pipeline.presets import get_preset
 from tests.pipeline.train_support import tiny_config
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from model import BACKGROUND, Yolact, losses, postprocess
+from pipeline.config import EvalConfig
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -44,5 +45,5 @@ def test_cuda_matches_cpu_and_trains(options, no_tf32):
     got_losses = losses(out, [t, t], [matched, matched], mask_alignment=options.get("sipmask", False))
     assert all(torch.isfinite(v) for v in got_losses.values())
     sum(got_losses.values()).backward()
-    dets = postprocess({k: (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}, [(80, 120)] * 2)
+    dets = postprocess({k: (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}, [(80, 120)] * 2, EvalConfig())
     assert dets[0]["masks"].device.type == "cuda" and dets[0]["masks"].shape[1:] == (80, 120)

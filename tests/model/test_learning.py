@@ -8,6 +8,7 @@ import torch
 
 from assigners import ASSIGNERS
 from model import Yolact, losses, postprocess
+from pipeline.config import EvalConfig
 
 S = 128
 MAX_ITERS = 300
@@ -51,7 +52,7 @@ def _worst_iou(net, images, targets) -> float:
     """Over all GTs: the best IoU of a same-class detection's mask with the GT mask; the worst of those."""
     net.eval()
     with torch.no_grad():
-        dets = postprocess(net(images), [(S, S)] * len(targets))
+        dets = postprocess(net(images), [(S, S)] * len(targets), EvalConfig())
     net.train()
     worst = 1.0
     for det, t in zip(dets, targets):

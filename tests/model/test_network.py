@@ -1,5 +1,4 @@
 """Network: parameter counts against the reference numbers, output shapes for every option, building blocks."""
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -161,8 +160,9 @@ def test_carafe_matches_brute_force():
 
 
 def test_build_yolact_reads_config_by_attribute():
-    cfg = SimpleNamespace(backbone="resnet18", stride_in_1x1=False, frozen_bn=True, backbone_weights=None,
-                          num_classes=5, fpn_channels=16, num_protos=8, anchor_grid="auto")
+    from pipeline.config import ModelConfig
+
+    cfg = ModelConfig(backbone="resnet18", frozen_bn=True, num_classes=5, fpn_channels=16, num_protos=8)
     with pytest.raises(ValueError, match="auto"):
         build_yolact(cfg)
     net = build_yolact(cfg, anchor_grid="mayolact")
@@ -175,7 +175,9 @@ def test_build_yolact_reads_config_by_attribute():
 def test_build_from_pipeline_presets(preset):
     from dataclasses import replace
 
-    from pipeline.config import get_preset, resolve_anchor_grid
+    from pipeline.config import resolve_anchor_grid
+    from pipeline.presets import get_preset
+
     cfg = get_preset(preset)
     small = replace(cfg.model, backbone="resnet18", fpn_channels=16, num_protos=8)
     net = build_yolact(small, anchor_grid=resolve_anchor_grid(small, cfg.train.assigner))

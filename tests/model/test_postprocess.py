@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from model import PostprocessParams, Yolact, fast_nms, postprocess, standard_nms
+from model import Yolact, fast_nms, postprocess, standard_nms
+from pipeline.config import EvalConfig
 from model.nms import nms
 
 
@@ -72,7 +73,7 @@ def _one_detection_output(S=64, Hp=16, A=10, C=3):
 
 def test_postprocess_back_to_original_size():
     out = _one_detection_output()
-    (det,) = postprocess(out, [(128, 96)], PostprocessParams())
+    (det,) = postprocess(out, [(128, 96)], EvalConfig())
     assert det["labels"].tolist() == [2] and det["labels"].dtype == torch.int64
     torch.testing.assert_close(det["boxes"], torch.tensor([[16 * 1.5, 8 * 2.0, 48 * 1.5, 40 * 2.0]]))
     assert det["scores"][0] > 0.99 and torch.equal(det["scores"], det["mask_scores"])
@@ -87,7 +88,7 @@ def test_postprocess_back_to_original_size():
 def test_postprocess_crops_masks_by_the_predicted_box():
     out = _one_detection_output()
     out["proto"][0, 0] = 10.0  # the prototype fills the image; the crop must bound it
-    (det,) = postprocess(out, [(64, 64)])
+    (det,) = postprocess(out, [(64, 64)], EvalConfig())
     ys, xs = det["masks"][0].nonzero().unbind(1)
     # box [16, 8, 48, 40] padded by 1 proto pixel (4 px) -> [12, 4, 52, 44), bilinear edges ±2
     assert xs.min() >= 10 and xs.max() <= 54 and ys.min() >= 2 and ys.max() <= 46
@@ -96,7 +97,7 @@ def test_postprocess_crops_masks_by_the_predicted_box():
 def test_postprocess_with_nothing_above_threshold():
     out = _one_detection_output()
     out["cls"][0, 7] = torch.tensor([10.0, -10, -10, -10])
-    (det,) = postprocess(out, [(30, 40)])
+    (det,) = postprocess(out, [(30, 40)], EvalConfig())
     assert det["boxes"].shape == (0, 4) and det["masks"].shape == (0, 30, 40)
 
 
@@ -107,13 +108,13 @@ def test_postprocess_real_model(options):
     net = Yolact(3, "resnet18", fpn_channels=16, num_protos=4, **options).eval()
     with torch.no_grad():
         out = net(torch.randn(2, 3, 64, 64))
-    dets = postprocess(out, [(50, 70), (64, 64)], PostprocessParams(score_thr=0.0, max_per_img=7))
+    dets = postprocess(out, [(50, 70), (64, 64)], EvalConfig(score_thr=0.0, max_per_img=7))
     for det, (h, w) in zip(dets, [(50, 70), (64, 64)]):
         n = det["boxes"].shape[0]
         assert 0 < n <= 7 and det["masks"].shape == (n, h, w)
         assert (det["boxes"][:, 2] <= w).all() and (det["boxes"][:, 3] <= h).all() and (det["boxes"] >= 0).all()
         assert det["labels"].max() < 3 and torch.all(det["scores"][:-1] >= det["scores"][1:])
-    slow = postprocess(out, [(50, 70), (64, 64)], PostprocessParams(score_thr=0.0, max_per_img=7, fast_nms=False))
+    slow = postprocess(out, [(50, 70), (64, 64)], EvalConfig(score_thr=0.0, max_per_img=7, fast_nms=False))
     assert len(slow) == 2
 
 
@@ -124,7 +125,7 @@ def test_rescoring_multiplies_mask_scores_by_predicted_iou():
         net.mask_iou_net.conv_out.weight.zero_()
         net.mask_iou_net.conv_out.bias.fill_(0.5)  # predicted IoU 0.5 for every mask and class
         out = net(torch.randn(1, 3, 64, 64))
-    (det,) = postprocess(out, [(64, 64)], PostprocessParams(score_thr=0.0))
+    (det,) = postprocess(out, [(64, 64)], EvalConfig(score_thr=0.0))
     assert det["scores"].numel() > 0
     torch.testing.assert_close(det["mask_scores"], 0.5 * det["scores"])
 

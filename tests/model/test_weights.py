@@ -199,14 +199,14 @@ def test_real_imagenet_weights_classify_real_photos():
 
 
 def test_build_yolact_loads_backbone_weights(tmp_path, capsys):
-    from types import SimpleNamespace
-
     from model import build_yolact
+    from pipeline.config import ModelConfig
+
     torch.manual_seed(1)
     source = ResNet("resnet18", num_classes=1000)
     torch.save(source.state_dict(), tmp_path / "r18.pth")
-    cfg = SimpleNamespace(backbone="resnet18", stride_in_1x1=False, frozen_bn=False, num_classes=3,
-                          fpn_channels=16, num_protos=8, anchor_grid="atss", backbone_weights=str(tmp_path / "r18.pth"))
+    cfg = ModelConfig(backbone="resnet18", num_classes=3, fpn_channels=16, num_protos=8, anchor_grid="atss",
+                      backbone_weights=str(tmp_path / "r18.pth"))
     net = build_yolact(cfg)
     assert torch.equal(net.backbone.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     assert "loaded 120 tensors" in capsys.readouterr().out

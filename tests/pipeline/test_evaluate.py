@@ -8,9 +8,9 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from pipeline.evaluate import (AP_NAMES, evaluate_predictions, evaluate_results,
+from pipeline.eval.coco_eval import (AP_NAMES, evaluate_predictions, evaluate_results,
                                predictions_to_coco_results, write_results_json)
-from pipeline.olrp import COMPONENTS, UNDEFINED
+from pipeline.eval.olrp import COMPONENTS, UNDEFINED
 from tests.pipeline.coco_tiny import box_mask, make_coco, make_prediction
 
 SIZE = (120, 160)  # h, w

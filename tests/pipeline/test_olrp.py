@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluate import evaluate_predictions, run_cocoeval, predictions_to_coco_results
-from pipeline.olrp import (TIE_TOL, UNDEFINED, RankedDetections, olrp_per_class, optimal_lrp,
+from pipeline.eval.coco_eval import evaluate_predictions, run_cocoeval, predictions_to_coco_results
+from pipeline.eval.olrp import (TIE_TOL, UNDEFINED, RankedDetections, olrp_per_class, optimal_lrp,
                            summarize_olrp)
 from tests.pipeline.coco_tiny import box_mask, make_coco, make_prediction
 

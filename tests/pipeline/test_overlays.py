@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.overlays import class_colour, draw_overlay, save_overlay
+from pipeline.eval.overlays import class_colour, draw_overlay, save_overlay
 from tests.pipeline.coco_tiny import box_mask, make_prediction
 
 H, W = 90, 130

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.plots import plot_iou_vs_maiou, plot_mob_distribution
+from pipeline.report.plots import plot_iou_vs_maiou, plot_mob_distribution
 
 
 def test_mob_distribution_png(tmp_path):

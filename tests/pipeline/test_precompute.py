@@ -11,12 +11,12 @@ import ray
 import torch
 
 from assigners import MaskIntegrals
-from pipeline import precompute as P
-from pipeline.augment import AugmentParams
-from pipeline.coco import decode_masks, load_coco
-from pipeline.datasets import InstanceDataset
-from pipeline.instance_table import SCHEMA, InstanceStore, validate_table
-from pipeline.synthetic import generate
+from pipeline.data import precompute as P
+from pipeline.data.augment import AugmentParams
+from pipeline.data.coco import decode_masks, load_coco
+from pipeline.data.datasets import InstanceDataset
+from pipeline.data.instance_table import SCHEMA, InstanceStore, validate_table
+from pipeline.data.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,8 @@ def test_stale_tables_are_refused(synth, tables):
 
 def test_ensure_precomputed_feeds_parquet_batches(ray_cluster, tmp_path):
     from pipeline.config import DataConfig
-    from pipeline.datasets import build_datasets, iterate_batches
+    from pipeline.data.datasets import build_datasets
+    from tests.fixtures.loaders import iterate_batches
 
     cfg = DataConfig(synthetic_dir=str(tmp_path / "syn"), synthetic_train_images=4, synthetic_val_images=1,
                      synthetic_size=64, scale=64, integrals="parquet", parquet_images_per_shard=2)

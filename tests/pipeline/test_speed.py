@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from pipeline.speed import describe_device, measure_fps
+from pipeline.eval.speed import describe_device, measure_fps
 
 
 def test_counts_inputs_and_median():

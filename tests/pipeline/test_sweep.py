@@ -4,9 +4,10 @@ from dataclasses import replace
 import pytest
 
 from jobs import sweep as sweep_cli
-from pipeline.config import ASSIGNER_NAMES, Config, SweepConfig, apply_overrides, get_preset
-from pipeline.grid import Cell, cell_config, grid_cells, validate_sweep
-from pipeline.sweep_record import SweepRecord, latest_sweep, sweep_dir
+from pipeline.config import ASSIGNER_NAMES, Config, SweepConfig, apply_overrides
+from pipeline.presets import get_preset
+from pipeline.sweep.grid import Cell, cell_config, grid_cells, validate_sweep
+from pipeline.sweep.record import SweepRecord, latest_sweep, sweep_dir
 
 
 def _cfg(**sweep) -> Config:
@@ -134,7 +135,7 @@ def test_injected_interruption_fires_after_n_trials(monkeypatch):
     import os
     import signal
 
-    from pipeline.sweep import CRASH_ENV, EXIT_CRASHED, INTERRUPT_ENV, _InterruptAfter
+    from pipeline.sweep.driver import CRASH_ENV, EXIT_CRASHED, INTERRUPT_ENV, _InterruptAfter
 
     got = []
     previous = signal.signal(signal.SIGINT, lambda *_: got.append("SIGINT"))

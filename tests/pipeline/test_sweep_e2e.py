@@ -14,9 +14,9 @@ import pytest
 
 from pipeline import tracking
 from pipeline.config import TrackingConfig
-from pipeline.report import COLUMNS
-from pipeline.sweep import CRASH_ENV, EXIT_CRASHED
-from pipeline.sweep_record import SweepRecord
+from pipeline.report.table import COLUMNS
+from pipeline.sweep.driver import CRASH_ENV, EXIT_CRASHED
+from pipeline.sweep.record import SweepRecord
 from tests.pipeline.sweep_ci import ROOT, ci_overrides, clean_env, kill_session, run
 
 NAME = "ci"

@@ -7,7 +7,6 @@ processes (`ray stop` would stop every Ray of the machine).
 """
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -16,8 +15,8 @@ import pytest
 
 from pipeline import tracking
 from pipeline.config import TrackingConfig
-from pipeline.sweep import DRIVER_RESOURCE
-from pipeline.sweep_record import SweepRecord
+from pipeline.sweep.driver import DRIVER_RESOURCE
+from pipeline.sweep.record import SweepRecord
 from tests.pipeline.sweep_ci import ROOT, ci_overrides, clean_env, free_ports, kill_cluster, run
 
 TIMEOUT_S = 360

@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pipeline import synthetic as S
-from pipeline.coco import decode_masks, load_coco
+from pipeline.data import synthetic as S
+from pipeline.data.coco import decode_masks, load_coco
 from pipeline.config import DataConfig
 
 

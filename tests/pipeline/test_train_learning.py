@@ -9,8 +9,10 @@ never trains on. Measured figures and the probes behind the preset: docs/benchma
 """
 import pytest
 
-from pipeline.config import apply_overrides, get_preset
-from pipeline.trainer import run_training
+from pipeline.config import apply_overrides
+
+from pipeline.presets import get_preset
+from pipeline.train.run import run_training
 from pipeline.tracking import sqlite_uri
 
 pytestmark = pytest.mark.slow

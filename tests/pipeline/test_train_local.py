@@ -5,10 +5,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline.checkpoint import MODEL_FILE, load_weights
-from pipeline.trainer import _window_metrics, run_training
+from pipeline.eval.model_files import MODEL_FILE, load_weights
+from pipeline.train.loop import _window_metrics
+from pipeline.train.run import run_training
 from pipeline.tracking import resolve_tracking_uri
-from pipeline.worker import build_model
+from pipeline.eval.model_files import build_model
 from tests.pipeline.train_support import tiny_config
 
 ITERS = 4

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.shards import ResumableBatchSampler, derive_seed, iters_per_epoch
-from pipeline.train import lr_factor, make_lr_lambda, scaled_lr, total_iterations
+from pipeline.data.shards import ResumableBatchSampler, derive_seed, iters_per_epoch
+from pipeline.train.step import lr_factor, make_lr_lambda, scaled_lr, total_iterations
 
 
 def test_linear_scaling_rule():
@@ -86,7 +86,7 @@ def test_derived_seeds_differ_per_key():
 
 
 def test_optimizer_choice_keeps_the_scaled_lr_and_rejects_unknown_names():
-    from pipeline.train import build_optimizer
+    from pipeline.train.step import build_optimizer
 
     model = torch.nn.Linear(3, 2)
     sgd = build_optimizer(model, TrainConfig(batch_size=8, lr=4e-3), world_size=2)  # global batch 16

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import Config, apply_overrides, get_preset
+from pipeline.config import Config, apply_overrides
+
+from pipeline.presets import get_preset
 from pipeline.tracking import sqlite_uri
 
 

@@ -1,9 +1,9 @@
 """What one training worker builds from a `Config`, without Ray: data, model, optimizer, schedule.
 
 `build_parts(cfg, rank, world, device)` returns a `WorkerParts`:
-- `train_set` / `val_set`: `pipeline.datasets.InstanceDataset`s (synthetic data generated on first
+- `train_set` / `val_set`: `pipeline.data.datasets.InstanceDataset`s (synthetic data generated on first
   use); `loader(epoch, start_batch)` is a DataLoader over this rank's keys of that epoch, from
-  batch `start_batch` on (`pipeline.shards`), yielding `Batch(images, targets)`;
+  batch `start_batch` on (`pipeline.data.shards`), yielding `Batch(images, targets)`;
 - `model`: YOLACT on `device` with the anchor grid the assigner needs, initialised from the
   ImageNet backbone (`model.backbone_weights`) and/or a checkpoint of ours (`train.init_from`,
   tensors of another shape, e.g. another class count, keep their initialisation);
@@ -14,7 +14,6 @@ The trainer wraps `model` for DDP afterwards (`ray.train.torch.prepare_model`).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -24,30 +23,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from assigners import ASSIGNERS, BACKGROUND, IGNORE
-from model import build_yolact, losses
-from pipeline.checkpoint import load_weights
-from pipeline.config import Config, resolve_anchor_grid
-from pipeline.datasets import InstanceDataset, ShardedSampler, batch_to, build_datasets, collate
-from pipeline.shards import ResumableBatchSampler, iters_per_epoch
-from pipeline.train import build_optimizer, loss_weights, make_lr_lambda
-
-log = logging.getLogger(__name__)
-
+from model import losses
+from pipeline.config import Config
+from pipeline.data.datasets import InstanceDataset, ShardedSampler, batch_to, build_datasets, collate
+from pipeline.eval.model_files import build_model
+from pipeline.data.shards import ResumableBatchSampler, iters_per_epoch
+from pipeline.train.step import build_optimizer, loss_weights, make_lr_lambda
 
 def _loader_worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader processes: threads inside them only contend with training
-
-
-def build_model(cfg: Config, *, load_pretrained: bool = True) -> nn.Module:
-    """YOLACT for `cfg` (anchor grid resolved from the assigner), optionally fine-tune-loaded."""
-    grid = resolve_anchor_grid(cfg.model, cfg.train.assigner)
-    model = build_yolact(cfg.model, anchor_grid=grid, load_weights=load_pretrained)
-    if load_pretrained and cfg.train.init_from:
-        report = load_weights(model, cfg.train.init_from)
-        log.info("init_from %s: %d tensors loaded, %d of another shape kept fresh (%s)",
-                 cfg.train.init_from, len(report["loaded"]), len(report["skipped"]),
-                 ", ".join(report["skipped"][:6]))
-    return model
 
 
 @dataclass

@@ -29,7 +29,7 @@ moLRP_FN average over every class with GT while moLRP_loc and moLRP_FP may avera
 A mean over no class is `UNDEFINED` (-1, pycocotools' convention), never NaN. Means are ×100.
 
 Quirk kept from pycocotools: `dtMatches` stores the matched GT's annotation id with 0 meaning
-"unmatched", so a match to a GT whose id is 0 would count as an FP. `pipeline.evaluate` refuses
+"unmatched", so a match to a GT whose id is 0 would count as an FP. `pipeline.eval.coco_eval` refuses
 ground truth with annotation id 0 for that reason.
 """
 from __future__ import annotations

@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.config import Config
-from pipeline.grid import Cell
+from pipeline.config import Config, TrackingConfig
+from pipeline.sweep.grid import Cell
 
 RECORD_FILE = "sweep.json"
 # MLflow tags that identify a sweep's runs (the cell key tag is tracking.CELL_KEY_TAG).
@@ -57,6 +57,10 @@ class SweepRecord:
 
     def base_config(self) -> Config:
         return Config.from_dict(self.config)
+
+    def tracking(self) -> TrackingConfig:
+        """Where the sweep's MLflow runs are (the resolved URI saved when the sweep started)."""
+        return TrackingConfig(tracking_uri=self.tracking_uri, experiment=self.experiment)
 
     def save(self, directory: Path) -> None:
         """Atomic write: an interrupted sweep never leaves a half-written record."""

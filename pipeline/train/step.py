@@ -19,7 +19,6 @@ and, during the first `warmup_iters`, times the linear warm-up `r + (1 − r)·i
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from functools import partial
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pipeline.config import TrainConfig, resolve_mask_loss_weight
+from pipeline.eval.runtime import amp_active, autocast
 
 STEP_DECAY = 0.1  # SPEC §6: ×0.1 at each milestone
 SCHEDULES = ("step", "cosine")
@@ -123,16 +123,6 @@ def _restore(buffers: list[Tensor], saved: list[Tensor]) -> None:
 def _float32(out: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.float() if isinstance(v, Tensor) and v.is_floating_point() else v)
             for k, v in out.items()}
-
-
-def amp_active(device: torch.device, amp: bool) -> bool:
-    """bf16 autocast is a CUDA-only option (SPEC/issue): `amp` is ignored on other devices."""
-    return amp and device.type == "cuda"
-
-
-def autocast(device: torch.device, amp: bool):
-    """The bf16 autocast context when `amp_active`, else a no-op context."""
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if amp_active(device, amp) else nullcontext()
 
 
 def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn: Callable,

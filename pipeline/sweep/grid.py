@@ -2,7 +2,7 @@
 
 A cell is one training run: (scale, assigner, seed, variant). The grid is the cross product of
 `SweepConfig.scales × assigners × variants × seeds` in that order (Table 2 order: scale-major,
-then the paper's assigner order); a variant is a named row of model options (`config.VARIANTS`,
+then the paper's assigner order); a variant is a named row of model options (`presets.VARIANTS`,
 e.g. the cumulative rows of the maIoU paper's Table 4). A variant that sets `train.assigner` wins
 over the assigner axis, and cells that come out identical are kept once.
 
@@ -14,26 +14,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from pipeline.config import ASSIGNER_NAMES, VARIANTS, Config, apply_overrides
+from pipeline.config import ASSIGNER_NAMES, ASSIGNER_TABLE, Config, apply_overrides
 
-# How the paper's tables name the assigners (Table 2).
-ASSIGNER_LABELS = {
-    "fixed_iou": "fixed IoU threshold",
-    "atss_iou": "ATSS w. IoU",
-    "atss_giou": "ATSS w. GIoU",
-    "atss_diou": "ATSS w. DIoU",
-    "atss_maiou": "ATSS w. maIoU",
-    "atss_gmaiou": "ATSS w. GmaIoU",
-}
-# How the maIoU paper's Table 4 names its cumulative rows (other variants show their key).
-VARIANT_LABELS = {
-    "yolact": "YOLACT",
-    "atss_maiou": "+ ATSS w. maIoU",
-    "carafe": "+ CARAFE FPN",
-    "dcnv2": "+ DCNv2",
-    "more_anchors": "+ more anchors",
-    "cosine": "+ cosine annealing (maYOLACT)",
-}
+from pipeline.presets import VARIANTS
+
 NO_VARIANT = ""
 
 
@@ -67,7 +51,7 @@ def _variant_assigner(variant: str, default: str) -> str:
     """The assigner a model-option row trains with (a row may set `train.assigner`)."""
     base = Config()
     base = replace(base, train=replace(base.train, assigner=default))
-    return apply_overrides(base, list(VARIANTS[variant])).train.assigner
+    return apply_overrides(base, list(VARIANTS[variant].overrides)).train.assigner
 
 
 def validate_sweep(cfg: Config) -> None:
@@ -120,7 +104,7 @@ def cell_config(base: Config, cell: Cell, sweep_name: str) -> Config:
                   train=replace(base.train, assigner=cell.assigner, seed=cell.seed,
                                 storage_path=_join(base.train.storage_path, "sweeps", sweep_name)))
     if cell.variant:
-        cfg = apply_overrides(cfg, list(VARIANTS[cell.variant]))
+        cfg = apply_overrides(cfg, list(VARIANTS[cell.variant].overrides))
     return cfg
 
 
@@ -131,5 +115,6 @@ def _join(root: str, *parts: str) -> str:
 
 def row_label(row: tuple[int, str], is_variant: bool) -> str:
     """`ATSS w. maIoU` for an assigner row, `+ CARAFE FPN` for a model-option row."""
-    labels = VARIANT_LABELS if is_variant else ASSIGNER_LABELS
-    return labels.get(row[1], row[1])
+    if is_variant:
+        return VARIANTS[row[1]].label if row[1] in VARIANTS else row[1]
+    return ASSIGNER_TABLE[row[1]].label if row[1] in ASSIGNER_TABLE else row[1]

@@ -9,7 +9,7 @@ are averaged. Output, under `<sweep dir>/report/` and logged to the parent run u
   best row of each scale (highest mean mask AP; ties all marked, none when all tie) in bold;
   a metric COCOeval leaves undefined (-1, e.g. APL with no large objects) shows as `n/a`;
 - `table.csv` the same numbers unrounded, one `<metric>_mean` / `<metric>_std` pair per column;
-- `figures/*.png` see `pipeline.report_figures`.
+- `figures/*.png` see `pipeline.report.figures`.
 """
 from __future__ import annotations
 
@@ -17,12 +17,9 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from pipeline import tracking
-from pipeline.config import TrackingConfig
-from pipeline.grid import Cell, row_label
-from pipeline.sweep_record import SweepRecord, sweep_dir
+from pipeline.sweep.grid import Cell, row_label
+from pipeline.sweep.results import CellResult
 
 
 @dataclass(frozen=True)
@@ -56,13 +53,6 @@ MISSING = "–"  # no finished run
 UNDEFINED = "n/a"  # runs finished, but the metric is undefined for them (COCO's -1)
 
 
-@dataclass(frozen=True)
-class CellResult:
-    cell: Cell
-    run_id: str
-    metrics: dict[str, float]
-
-
 @dataclass
 class Row:
     scale: int
@@ -76,28 +66,6 @@ class Row:
     @property
     def n(self) -> int:
         return len(self.results)
-
-
-def cell_of_run(run) -> Cell:
-    """The cell an MLflow run trained, from its tags (see `grid.Cell.tags`)."""
-    tags = run.data.tags
-    try:
-        return Cell(int(tags["scale"]), tags["assigner"], int(tags["seed"]), tags.get("variant", ""))
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"MLflow run {run.info.run_id} lacks a valid cell tag ({e})") from None
-
-
-def collect(runs) -> list[CellResult]:
-    """FINISHED runs as cell results; a cell with several FINISHED runs keeps the newest."""
-    newest: dict[str, tuple[int, CellResult]] = {}
-    for run in runs:
-        if run.info.status != "FINISHED":
-            continue
-        cell = cell_of_run(run)
-        res = CellResult(cell, run.info.run_id, dict(run.data.metrics))
-        if cell.key not in newest or run.info.start_time > newest[cell.key][0]:
-            newest[cell.key] = (run.info.start_time, res)
-    return [r for _, r in newest.values()]
 
 
 def summarise(results: list[CellResult], grid: list[Cell] | None = None) -> list[Row]:
@@ -189,41 +157,3 @@ def to_csv(rows: list[Row]) -> str:
                         + [repr(d[c.metric]) if c.metric in d else ""
                            for c in COLUMNS for d in (r.mean, r.std)])
     return buf.getvalue()
-
-
-@dataclass
-class Report:
-    directory: Path
-    rows: list[Row]
-    markdown: str
-    missing: list[str]  # cell keys of the grid without a FINISHED run
-    figures: list[Path]
-
-
-def tracking_of(record: SweepRecord) -> TrackingConfig:
-    return TrackingConfig(tracking_uri=record.tracking_uri, experiment=record.experiment)
-
-
-def build_report(record: SweepRecord, *, figures: bool = True, log: bool = True) -> Report:
-    """Read the sweep's child runs, write table.md / table.csv / figures, log them to the parent."""
-    if record.parent_run_id is None:
-        raise ValueError(f"sweep {record.name!r} has no MLflow parent run yet (it never started)")
-    tcfg = tracking_of(record)
-    results = collect(tracking.child_runs(tcfg, record.parent_run_id))
-    grid = record.grid
-    rows = summarise(results, grid)
-    done = {r.cell.key for r in results}
-    out = sweep_dir(record.base_config(), record.name) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(rows)
-    (out / "table.md").write_text(markdown)
-    (out / "table.csv").write_text(to_csv(rows))
-    made: list[Path] = []
-    if figures:
-        from pipeline.report_figures import make_figures  # matplotlib + data: only when asked
-        made = make_figures(record, rows, out / "figures")
-    if log:
-        logger = tracking.RunLogger(tracking.resolve_tracking_uri(tcfg), record.parent_run_id)
-        logger.log_artifact(out, "report")
-        logger.log_metrics({"report/cells_finished": len(done), "report/cells": len(grid)})
-    return Report(out, rows, markdown, [c.key for c in grid if c.key not in done], made)

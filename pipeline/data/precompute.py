@@ -1,5 +1,5 @@
 """Ray Data precompute: a COCO-format split -> Parquet shards of per-instance rows
-(`pipeline.instance_table.SCHEMA`: mask RLE, box, area, MOB, region integral image).
+(`pipeline.data.instance_table.SCHEMA`: mask RLE, box, area, MOB, region integral image).
 
 The only Ray Data code of the project. Steps:
 1. load and validate the split (`load_coco`), cut its image records into shards of
@@ -34,9 +34,9 @@ import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
-from pipeline.coco import ImageRecord, load_coco
-from pipeline.datasets import SPLITS, parquet_split_dir, split_paths
-from pipeline.instance_table import (LAYOUTS, SCHEMA_VERSION, InstanceStore, columns_to_table, record_columns,
+from pipeline.data.coco import ImageRecord, load_coco
+from pipeline.data.datasets import SPLITS, parquet_split_dir, split_paths
+from pipeline.data.instance_table import (LAYOUTS, SCHEMA_VERSION, InstanceStore, columns_to_table, record_columns,
                                      validate_table)
 
 MANIFEST = "_manifest.json"
@@ -60,7 +60,7 @@ class PrecomputeResult:
     rows_written: int = 0
     bytes: int = 0  # Parquet bytes of the whole directory
     seconds: float = 0.0  # wall time of the Ray part (what the throughput is measured on)
-    validation: str = ""  # what loading the split dropped (pipeline.coco.ValidationReport.summary)
+    validation: str = ""  # what loading the split dropped (pipeline.data.coco.ValidationReport.summary)
 
     @property
     def instances_per_second(self) -> float:

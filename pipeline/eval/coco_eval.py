@@ -36,8 +36,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.arrays import to_numpy
-from pipeline.olrp import UNDEFINED, olrp_per_class, summarize_olrp
+from pipeline.data.arrays import to_numpy
+from pipeline.eval.olrp import UNDEFINED, olrp_per_class, summarize_olrp
 
 IOU_TYPES = ("segm", "bbox")
 AP_NAMES = ("AP", "AP50", "AP75", "APS", "APM", "APL")  # COCOeval.stats[0:6]

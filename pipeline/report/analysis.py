@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from assigners import box_iou, mask_aware_iou
-from pipeline.anchor_grids import input_anchors
-from pipeline.instance_table import InstanceStore
-from pipeline.plots import plot_iou_vs_maiou, plot_mob_distribution
+from pipeline.report.anchor_grids import input_anchors
+from pipeline.data.instance_table import InstanceStore
+from pipeline.report.plots import plot_iou_vs_maiou, plot_mob_distribution
 
 
 def mob_table(store: InstanceStore) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +59,7 @@ def analyze(parquet_dir: str, out_dir: str, scale: int = 550, max_images: int | 
             names: list[str] | None = None) -> dict:
     """Write mob.png and iou_vs_maiou.png into `out_dir`; return the summary numbers."""
     store = InstanceStore(parquet_dir)
-    manifest = os.path.join(parquet_dir, "_manifest.json")  # written by pipeline.precompute
+    manifest = os.path.join(parquet_dir, "_manifest.json")  # written by pipeline.data.precompute
     if names is None and os.path.exists(manifest):
         with open(manifest) as f:
             names = json.load(f).get("category_names")

@@ -1,6 +1,6 @@
 """Resumable batches over one rank's share of an epoch.
 
-The order itself belongs to the data pipeline: `pipeline.datasets.ShardedSampler` yields
+The order itself belongs to the data pipeline: `pipeline.data.datasets.ShardedSampler` yields
 `(index, seed, epoch)` keys, a permutation drawn from (seed, epoch) alone and split evenly over
 ranks, and `InstanceDataset[key]` draws the sample's augmentation from (seed, epoch, index).
 What training adds here is the loader *position*: `ResumableBatchSampler` cuts a rank's keys

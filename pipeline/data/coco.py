@@ -22,7 +22,7 @@ Real-world traps handled here:
 Validation: every problem is a `ValueError` naming the file and the record (image id / file,
 annotation id). With `skip_invalid=True` the bad record is dropped instead (an image takes its
 annotations with it; a bad annotation leaves the rest of its image) and `report.dropped` counts
-them per kind (the `KIND_*` names of `pipeline.coco_checks`, re-exported here). A broken JSON
+them per kind (the `KIND_*` names of `pipeline.data.coco_checks`). A broken JSON
 file is always an error.
 """
 from __future__ import annotations
@@ -40,11 +40,9 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipeline.coco_checks import (  # noqa: F401  (the KIND_* names are part of this module's API)
-    KIND_BACKGROUND_ANNOTATION, KIND_BAD_RECORD, KIND_BAD_SEGMENTATION, KIND_BOX_OUTSIDE, KIND_BOX_SIZE,
-    KIND_DUPLICATE_ANNOTATION_ID, KIND_DUPLICATE_IMAGE_ID, KIND_IMAGE_SIZE, KIND_MASK_SIZE, KIND_MISSING_FILE,
-    KIND_NAN_COORDS, KIND_POLYGON, KIND_UNKNOWN_CATEGORY, KIND_UNKNOWN_IMAGE, KIND_UNREADABLE_IMAGE, Problems,
-    check_annotation, check_image_file, short)
+from pipeline.data.coco_checks import (KIND_BACKGROUND_ANNOTATION, KIND_BAD_RECORD, KIND_DUPLICATE_ANNOTATION_ID,
+                                       KIND_DUPLICATE_IMAGE_ID, KIND_UNKNOWN_CATEGORY, KIND_UNKNOWN_IMAGE, Problems,
+                                       check_annotation, check_image_file, short)
 
 BACKGROUND_CATEGORY_NAMES = frozenset({"_background_", "__background__", "background", "__ignore__"})
 

@@ -6,8 +6,8 @@
    turns them into COCO results (RLE masks, original category ids) right away, so only compact
    results cross processes;
 2. the results are gathered on rank 0 (`all_gather_object` when a process group is up), which
-   computes `segm/…` and `bbox/…` AP and oLRP (`pipeline.evaluate`), the fps of model +
-   post-processing at batch 1 (`pipeline.speed`), and writes `coco_results.json` and
+   computes `segm/…` and `bbox/…` AP and oLRP (`pipeline.eval.coco_eval`), the fps of model +
+   post-processing at batch 1 (`pipeline.eval.speed`), and writes `coco_results.json` and
    `overlays/<image_id>.png` for the first `eval_cfg.overlays` images into `out_dir`.
 Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}.
 
@@ -21,19 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from model import postprocess
 from model.anchors import count_anchors, pyramid_sizes
-from pipeline.checkpoint import model_file, read_config, unwrap
-from pipeline.coco import load_image
+from pipeline.data.coco import load_image
 from pipeline.config import Config, EvalConfig, apply_overrides
-from pipeline.datasets import InstanceDataset, build_dataset, collate
-from pipeline.evaluate import evaluate_results, predictions_to_coco_results, write_results_json
-from pipeline.overlays import save_overlay
-from pipeline.speed import measure_fps
-from pipeline.train import amp_active, autocast
+from pipeline.data.datasets import InstanceDataset, build_dataset, collate
+from pipeline.eval.coco_eval import evaluate_results, predictions_to_coco_results, write_results_json
+from pipeline.eval.model_files import build_model, model_file, read_config, unwrap
+from pipeline.eval.overlays import save_overlay
+from pipeline.eval.runtime import all_gather, amp_active, autocast
+from pipeline.eval.speed import measure_fps
 
 RESULTS_FILE = "coco_results.json"
 OVERLAY_DIR = "overlays"
@@ -67,15 +66,6 @@ def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[in
             p["image_id"] = t["image_id"]
         results += predictions_to_coco_results(preds, dataset.label_to_category)
     return results
-
-
-def all_gather(obj: Any, world: int) -> list[Any]:
-    """[obj of rank 0, …, obj of rank world-1]; just [obj] without a process group."""
-    if world == 1 or not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    parts: list[Any] = [None] * world
-    dist.all_gather_object(parts, obj)
-    return parts
 
 
 def speed(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
@@ -135,8 +125,6 @@ def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalCon
 def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str | None = None,
                         overrides: list[str] = (), device: str = "cpu") -> dict[str, Any]:
     """Evaluate a checkpoint of ours on its (or `data_dir`'s) validation set, in one process."""
-    from pipeline.worker import build_model  # lazy: build_model pulls in the training stack
-
     cfg = Config.from_dict(read_config(path))
     if data_dir is not None:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))

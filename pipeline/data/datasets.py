@@ -20,20 +20,15 @@ Where the integrals come from (`DataConfig.integrals`):
 
 Usage:
     train_ds, val_ds = build_datasets(cfg.data)      # synthetic data generated on first use
-    loader = make_loader(train_ds, batch_size=8, seed=0, shuffle=True, num_workers=2,
-                         rank=r, world_size=n)       # a torch DataLoader, sharded by rank
-    for epoch in range(epochs):
-        loader.sampler.set_epoch(epoch)              # new order and new augmentation draws
-        for batch in loader:
-            batch = batch_to(batch, device)
+    sampler = ShardedSampler(len(train_ds), seed, shuffle=True, rank=r, world_size=n)
+    sampler.set_epoch(epoch)                         # new order and new augmentation draws
+    # training wraps these in a DataLoader (`pipeline.train.parts`) with collate=`collate`
     # evaluation: val_ds.coco (pycocotools COCO), val_ds.label_to_category (label -> the
     # dataset's category id, for results), val_ds.category_names
-    # tests / no DataLoader: for batch in iterate_batches(ds, batch_size=4): ...
 
-Under Ray Train, pass the worker's rank and world size to `make_loader` (do not wrap it with
-`prepare_data_loader`, which would replace the sampler); every rank gets the same number of
-batches. Augmentation randomness is drawn from (seed, epoch, image index) only, so a run is
-reproducible whatever the number of loader workers.
+Every rank gets the same number of samples (the sampler pads by wrapping around), and
+augmentation randomness is drawn from (seed, epoch, image index) only, so a run is reproducible
+whatever the number of loader workers.
 """
 from __future__ import annotations
 
@@ -42,13 +37,12 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from assigners import MaskIntegrals
-from pipeline.augment import AugmentParams, Sample, transform
-from pipeline.coco import CocoDataset, ImageRecord, instance_rles, load_coco, load_image
-from pipeline.instance_table import InstanceStore, region_integral
-from pipeline.synthetic import ensure_synthetic
+from pipeline.data.augment import AugmentParams, Sample, transform
+from pipeline.data.coco import CocoDataset, ImageRecord, instance_rles, load_coco, load_image
+from pipeline.data.instance_table import InstanceStore, region_integral
+from pipeline.data.synthetic import ensure_synthetic
 
 INTEGRAL_SOURCES = ("loader", "parquet")
 SPLITS = ("train", "val")
@@ -200,30 +194,6 @@ class ShardedSampler:
         total = len(self) * self.world_size
         order = np.resize(order, total)  # wraps around to pad
         return ((int(i), self.seed, self.epoch) for i in order[self.rank::self.world_size])
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers are processes; threads inside them only contend
-
-
-def make_loader(dataset: InstanceDataset, batch_size: int, seed: int = 0, shuffle: bool = True,
-                num_workers: int = 0, rank: int = 0, world_size: int = 1,
-                drop_last: bool = False) -> DataLoader:
-    """A torch DataLoader yielding `Batch`es; call `loader.sampler.set_epoch(e)` every epoch."""
-    sampler = ShardedSampler(len(dataset), seed, shuffle, rank, world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                      num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
-                      persistent_workers=num_workers > 0, drop_last=drop_last)
-
-
-def iterate_batches(dataset: InstanceDataset, batch_size: int, seed: int = 0, shuffle: bool = False,
-                    epoch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-    """The same batches as `make_loader(...)` with 0 workers, without torch's DataLoader."""
-    sampler = ShardedSampler(len(dataset), seed, shuffle, rank, world_size)
-    sampler.set_epoch(epoch)
-    keys = list(sampler)
-    for i in range(0, len(keys), batch_size):
-        yield collate([dataset[k] for k in keys[i:i + batch_size]])
 
 
 # --- building from the config ------------------------------------------------------------------

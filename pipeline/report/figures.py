@@ -10,7 +10,7 @@
                       as yellow dots.
 
 The dataset figures use the sweep's largest scale at the evaluation geometry (resize to S×S, no
-augmentation), the ATSS anchor grid the model lays on that input (`pipeline.anchor_grids`) and the
+augmentation), the ATSS anchor grid the model lays on that input (`pipeline.report.anchor_grids`) and the
 assigners themselves, over the first `MAX_IMAGES` validation images that have ground truths.
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from assigners import ASSIGNERS, mob_ratio
-from pipeline.analysis import overlap_pairs
-from pipeline.anchor_grids import input_anchors
-from pipeline.augment import MEAN, STD, AugmentParams
+from pipeline.report.analysis import overlap_pairs
+from pipeline.report.anchor_grids import input_anchors
+from pipeline.data.augment import MEAN, STD, AugmentParams
 from pipeline.config import Config
-from pipeline.datasets import InstanceDataset, load_split
-from pipeline.plots import plot_iou_vs_maiou, plot_mob_distribution, save_figure
-from pipeline.report import BEST_BY, Row
+from pipeline.data.datasets import InstanceDataset, load_split
+from pipeline.report.plots import plot_iou_vs_maiou, plot_mob_distribution, save_figure
+from pipeline.report.table import BEST_BY, Row
 
 BAR_COLOR, BEST_COLOR = "#8da0cb", "#fc8d62"
 ONLY_IOU, ONLY_MAIOU, BOTH = "tab:red", "tab:green", "gold"

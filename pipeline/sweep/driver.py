@@ -1,8 +1,8 @@
-"""The sweep runner: a Ray Tune grid of training runs, one MLflow parent run, then the report.
+"""The sweep runner: a Ray Tune grid of training runs under one MLflow parent run.
 
 Shape (Ray 2.60, Train V2):
-- every cell (`pipeline.grid`) is one Tune trial; the trial is a *function trainable* (`_trial`,
-  the "trial driver") that calls `pipeline.trainer.run_training`, which launches one
+- every cell (`pipeline.sweep.grid`) is one Tune trial; the trial is a *function trainable* (`_trial`,
+  the "trial driver") that calls `pipeline.train.run.run_training`, which launches one
   `TorchTrainer`. The driver holds one unit of the custom `trial_driver` resource and no CPU: with
   the default 1 CPU per trial, a 2-core machine livelocks (the driver takes the CPU its Train
   workers wait for). Per-trial CPUs/GPUs are the Train workers' (`TrainConfig`).
@@ -14,7 +14,7 @@ Shape (Ray 2.60, Train V2):
   a FINISHED child returns it without training, so `--resume` never trains or logs a cell twice,
   whatever Tune's own state says (after a hard crash Tune can rerun finished trials and lose
   their results). Tune's state is used only to schedule what is left.
-- every path is absolute and outside the working directory (`pipeline.sweep_record`).
+- every path is absolute and outside the working directory (`pipeline.sweep.record`).
 
 Fault injection for the resume tests, read from the driver's environment: once N trials have
 completed, `MASKAWARE_SWEEP_INTERRUPT_AFTER=N` interrupts the sweep (SIGINT, as Ctrl-C would: Tune
@@ -29,17 +29,16 @@ import signal
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import ray
 from ray import tune
 
 from pipeline import tracking
 from pipeline.config import Config, SweepConfig
-from pipeline.grid import Cell, cell_config, grid_cells
+from pipeline.sweep.grid import Cell, cell_config, grid_cells
 from pipeline.ray_utils import init_ray, quiet_logs
-from pipeline.report import Report, build_report
-from pipeline.sweep_record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
+from pipeline.sweep.results import finished_results, missing_cells
+from pipeline.sweep.record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
                                    latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
 
 log = logging.getLogger(__name__)
@@ -56,9 +55,9 @@ EXIT_FAILED = 1  # some trial raised, even after Tune's retries
 @dataclass
 class SweepOutcome:
     record: SweepRecord
-    report: Report
     complete: bool
     errors: dict[str, str]  # cell key -> error of the trials that failed (after Tune's retries)
+    missing: list[str]  # keys of the cells without a FINISHED MLflow run
 
     @property
     def exit_code(self) -> int:
@@ -77,7 +76,7 @@ def _trial(config: dict, *, base: dict, sweep_name: str, parent_run_id: str, tra
     if done is not None:  # trained before an interruption: report it, do not train it again
         tune.report({**_numeric(done.data.metrics), "reused": 1.0})
         return
-    from pipeline.trainer import run_training  # torch and the model only where a trial runs
+    from pipeline.train.run import run_training  # torch and the model only where a trial runs
 
     # The Ray Train run name is unique to the sweep: run_training resumes (or returns) a run of
     # the same name, which must never be another sweep's.
@@ -155,11 +154,11 @@ def _prepare_data(cfg: Config, local: bool) -> None:
     """Generate the built-in synthetic dataset once, here, rather than in racing trials; on this
     machine, check a given dataset before any trial starts (on a cluster only workers may see it)."""
     if cfg.data.data_dir is None:
-        from pipeline.synthetic import ensure_synthetic
+        from pipeline.data.synthetic import ensure_synthetic
 
         print(f"  synthetic data: {ensure_synthetic(cfg.data, progress=True)}")
     elif local:
-        from pipeline.datasets import split_paths
+        from pipeline.data.datasets import split_paths
 
         for split in ("train", "val"):
             json_path, _ = split_paths(cfg.data, split)
@@ -213,7 +212,7 @@ def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tu
 
 
 def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool = False) -> SweepOutcome:
-    """Run (or resume) a sweep to the end, write its report, print where everything is."""
+    """Run (or resume) a sweep to the end; the caller writes its report (`pipeline.report.build`)."""
     local = not os.environ.get("RAY_ADDRESS")
     if not resume:
         grid_cells(cfg)  # a bad grid or dataset fails before the sweep exists
@@ -223,7 +222,7 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     directory = sweep_dir(base, record.name)
     slots = _driver_slots(base, local)
     print(f"sweep {record.name}: {len(record.cells)} cells, up to {slots} at a time -> {directory}")
-    print(f"  resume with: {_resume_command(record)}")
+    print(f"  resume with: {resume_command(record)}")
     if resume:
         _prepare_data(base, local)
     owns_ray = init_ray(object_store_bytes=base.sweep.object_store_mb * 2**20,
@@ -239,16 +238,15 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     finally:
         if owns_ray:
             ray.shutdown()
-    report = build_report(record)
-    complete = not report.missing
+    missing = missing_cells(record, finished_results(record))
+    complete = not missing
     record.status = "finished" if complete else "failed" if errors else "interrupted"
     record.save(directory)
     parent.finish("FINISHED" if complete else "FAILED" if errors else "KILLED")
-    _print_summary(record, report, complete, errors)
-    return SweepOutcome(record, report, complete, errors)
+    return SweepOutcome(record, complete, errors, missing)
 
 
-def _resume_command(record: SweepRecord) -> str:
+def resume_command(record: SweepRecord) -> str:
     root = record.base_config().sweep.root
     where = "" if root == SweepConfig().root else f" --set sweep.root={root}"
     return f"python -m jobs.sweep --resume --name {record.name}{where}"
@@ -257,24 +255,3 @@ def _resume_command(record: SweepRecord) -> str:
 def _one_line(error: BaseException) -> str:
     lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"
-
-
-def _print_summary(record: SweepRecord, report: Report, complete: bool, errors: dict[str, str]) -> None:
-    print("\n" + report.markdown)
-    print(f"report: {report.directory} (table.md, table.csv, figures/)")
-    uri = record.tracking_uri
-    print(f"MLflow: {uri}, experiment {record.experiment!r}, parent run {record.parent_run_id}")
-    if uri.startswith("sqlite:"):
-        print(f"  open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-              " --workers 1  ->  http://127.0.0.1:5000")
-    elif "127.0.0.1" in uri or "localhost" in uri:
-        print(f"  open the UI: {uri} (from another machine through a tunnel, e.g. "
-              f"`ray attach cluster.yaml -p {urlparse(uri).port or 5000}`)")
-    else:
-        print(f"  open the UI: {uri}")
-    for key, error in errors.items():
-        print(f"trial {key} failed: {error} (its log: {sweep_dir(record.base_config(), record.name)}"
-              f"/{TUNE_DIR}/{key}/error.txt)")
-    if not complete:
-        print(f"incomplete: {len(report.missing)} of {len(record.cells)} cells have no finished run "
-              f"({', '.join(report.missing)}); resume with: {_resume_command(record)}")

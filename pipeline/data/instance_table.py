@@ -37,7 +37,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from assigners import MaskIntegrals
-from pipeline.coco import ImageRecord, instance_rles
+from pipeline.data.coco import ImageRecord, instance_rles
 
 SCHEMA_VERSION = "1"
 LAYOUTS = ("integral", "rle")
@@ -120,7 +120,7 @@ def validate_table(table: pa.Table, where: str, expected_rows: int | None = None
     """Check a table read back from disk: schema, row count, and every row's self-consistency
     (integral corner = area = RLE area, region inside the image). Raises ValueError naming `where`."""
     if not table.schema.equals(SCHEMA, check_metadata=False):
-        raise ValueError(f"{where}: schema differs from pipeline.instance_table.SCHEMA:\n{table.schema}")
+        raise ValueError(f"{where}: schema differs from pipeline.data.instance_table.SCHEMA:\n{table.schema}")
     if expected_rows is not None and table.num_rows != expected_rows:
         raise ValueError(f"{where}: {table.num_rows} rows, expected {expected_rows}")
     region = _fixed(table.column("region"), np.int32, 4)  # [N, 4]
@@ -171,7 +171,7 @@ class InstanceStore:
         tables = [pq.read_table(f, memory_map=True) for f in files]
         for f, t in zip(files, tables):
             if not t.schema.equals(SCHEMA, check_metadata=False):
-                raise ValueError(f"{f}: schema differs from pipeline.instance_table.SCHEMA")
+                raise ValueError(f"{f}: schema differs from pipeline.data.instance_table.SCHEMA")
         self.table = pa.concat_tables(tables).combine_chunks()
         self.parquet_dir = parquet_dir
         ids = self.table.column("image_id").to_numpy()

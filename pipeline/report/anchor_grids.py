@@ -1,5 +1,5 @@
 """The anchors the model lays on an S×S input, for code that needs them without a model:
-dataset analysis (`pipeline.analysis`) and the benchmarks (`jobs.bench_assign`, `jobs.bench_data`).
+dataset analysis (`pipeline.report.analysis`) and the benchmarks (`jobs.bench_assign`, `jobs.bench_data`).
 
 `input_anchors(grid, scale)` -> (anchors float32 [A, 4] xyxy input pixels, count per level), from
 `model.make_anchors` on the P3–P7 sizes our backbone + FPN produce (`model.pyramid_sizes`:

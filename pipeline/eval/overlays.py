@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.arrays import to_numpy
+from pipeline.data.arrays import to_numpy
 
 GOLDEN_RATIO = 0.618033988749895  # hue step that keeps consecutive class colours far apart
 BOX_WIDTH = 2

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-MODEL_FILE = "model.pt"
+from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE, unwrap
+
 STATE_FILE = "state.pt"
-CONFIG_FILE = "config.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -58,11 +58,6 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP (or any `.module`) wrapper."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
-
-
 def save_checkpoint(directory: str | Path, *, model: nn.Module, optimizer, scheduler,
                     progress: dict[str, Any], rng: list[dict[str, Any]],
                     config: dict[str, Any]) -> Path:
@@ -87,41 +82,3 @@ def load_checkpoint(directory: str | Path, *, model: nn.Module, optimizer=None, 
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
     return {"progress": state["progress"], "rng": state["rng"]}
-
-
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The `config.json` of a checkpoint directory (or of the directory holding a model.pt)."""
-    path = Path(path)
-    directory = path if path.is_dir() else path.parent
-    file = directory / CONFIG_FILE
-    if not file.is_file():
-        raise ValueError(f"checkpoint {path} has no {CONFIG_FILE} next to its weights")
-    return json.loads(file.read_text())
-
-
-def model_file(path: str | Path) -> Path:
-    """`path` itself when it is a weights file, else `path/model.pt`."""
-    path = Path(path).expanduser()
-    file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise ValueError(f"checkpoint {path}: no weights file {file}")
-    return file
-
-
-def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Fine-tuning load: copy every tensor whose name and shape match, report the rest.
-
-    A checkpoint trained with another class count differs only in the class and semantic heads,
-    which keep their fresh initialisation. Returns {"loaded", "skipped" (shape differs),
-    "missing" (not in the file), "unexpected" (not in the model)}.
-    """
-    src = torch.load(model_file(path), map_location="cpu", weights_only=True)
-    dst = unwrap(model).state_dict()
-    keep = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
-    if not keep:
-        raise ValueError(f"checkpoint {path} shares no tensor (name and shape) with the model")
-    unwrap(model).load_state_dict(keep, strict=False)
-    return {"loaded": sorted(keep),
-            "skipped": sorted(k for k in src if k in dst and dst[k].shape != src[k].shape),
-            "missing": sorted(k for k in dst if k not in src),
-            "unexpected": sorted(k for k in src if k not in dst)}

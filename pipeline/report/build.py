@@ -1,0 +1,74 @@
+"""A sweep's report on disk and in MLflow, and the summary a finished sweep prints.
+
+`build_report(record)` reads the sweep's finished cells from MLflow (`pipeline.sweep.results`),
+writes `<sweep dir>/report/` — `table.md`, `table.csv` (`pipeline.report.table`) and
+`figures/*.png` (`pipeline.report.figures`) — and logs that folder to the sweep's parent run
+under `report/`. `finish_sweep(outcome)` does that for a sweep that just ran and prints the
+table, where everything is, how to open the MLflow UI and how to resume.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline import tracking
+from pipeline.report.table import Row, summarise, to_csv, to_markdown
+from pipeline.sweep.driver import TUNE_DIR, SweepOutcome, resume_command
+from pipeline.sweep.record import SweepRecord, sweep_dir
+from pipeline.sweep.results import finished_results, missing_cells
+
+
+@dataclass
+class Report:
+    directory: Path
+    rows: list[Row]
+    markdown: str
+    missing: list[str]  # cell keys of the grid without a FINISHED run
+    figures: list[Path]
+
+
+def build_report(record: SweepRecord, *, figures: bool = True, log: bool = True) -> Report:
+    """Read the sweep's child runs, write table.md / table.csv / figures, log them to the parent."""
+    results = finished_results(record)
+    grid = record.grid
+    rows = summarise(results, grid)
+    out = sweep_dir(record.base_config(), record.name) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = to_markdown(rows)
+    (out / "table.md").write_text(markdown)
+    (out / "table.csv").write_text(to_csv(rows))
+    made: list[Path] = []
+    if figures:
+        from pipeline.report.figures import make_figures  # matplotlib + data: only when asked
+        made = make_figures(record, rows, out / "figures")
+    if log:
+        logger = tracking.RunLogger(tracking.resolve_tracking_uri(record.tracking()), record.parent_run_id)
+        logger.log_artifact(out, "report")
+        logger.log_metrics({"report/cells_finished": len(results), "report/cells": len(grid)})
+    return Report(out, rows, markdown, missing_cells(record, results), made)
+
+
+def finish_sweep(outcome: SweepOutcome) -> Report:
+    """Write the report of a sweep that just ran and print where everything is."""
+    record = outcome.record
+    report = build_report(record)
+    print("\n" + report.markdown)
+    print(f"report: {report.directory} (table.md, table.csv, figures/)")
+    uri = record.tracking_uri
+    print(f"MLflow: {uri}, experiment {record.experiment!r}, parent run {record.parent_run_id}")
+    if uri.startswith("sqlite:"):
+        print(f"  open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+              " --workers 1  ->  http://127.0.0.1:5000")
+    elif "127.0.0.1" in uri or "localhost" in uri:
+        print(f"  open the UI: {uri} (from another machine through a tunnel, e.g. "
+              f"`ray attach cluster.yaml -p {urlparse(uri).port or 5000}`)")
+    else:
+        print(f"  open the UI: {uri}")
+    for key, error in outcome.errors.items():
+        print(f"trial {key} failed: {error} (its log: {sweep_dir(record.base_config(), record.name)}"
+              f"/{TUNE_DIR}/{key}/error.txt)")
+    if not outcome.complete:
+        print(f"incomplete: {len(outcome.missing)} of {len(record.cells)} cells have no finished run "
+              f"({', '.join(outcome.missing)}); resume with: {resume_command(record)}")
+    return report
