@@ -26,10 +26,12 @@ import torch
 from tqdm import tqdm
 
 from assigners import ASSIGNERS, MaskIntegrals
-from assigners.overlaps import EPS, mask_aware_iou
+from assigners.brute import brute_mask_aware_iou
+from assigners.overlaps import mask_aware_iou
+from pipeline.config import ASSIGNER_TABLE
 from pipeline.report.anchor_grids import input_anchors
 
-MASK_AWARE = ("atss_maiou", "atss_gmaiou")
+MASK_AWARE = tuple(name for name, spec in ASSIGNER_TABLE.items() if spec.needs_masks)
 # COCO instance size mix (fractions of small < 32², medium < 96², large) and area bounds.
 SIZE_MIX = ((0.41, 16, 32**2), (0.34, 32**2, 96**2), (0.25, 96**2, 400**2))
 
@@ -67,26 +69,6 @@ def polygon_instances(gen: torch.Generator, g: int, size: int) -> tuple[torch.Te
             inside ^= crosses & (xs < xint)
         masks[i, r0:r1, c0:c1] = inside
     return boxes, masks
-
-
-def brute_maiou(gt: torch.Tensor, masks: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """maIoU [G, A] with |A∩M| counted pixel by pixel inside each (rounded, clipped) anchor."""
-    h, w = masks.shape[1:]
-    pixels = masks.view(torch.uint8)  # summing bytes is faster than summing bools
-    counts = torch.zeros((gt.shape[0], anchors.shape[0]), device=gt.device)
-    for a, (x1, y1, x2, y2) in enumerate(torch.round(anchors).long().tolist()):
-        x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-        if x2 > x1 and y2 > y1:
-            counts[:, a] = pixels[:, y1:y2, x1:x2].sum((1, 2), dtype=torch.int32)
-    lt = torch.maximum(gt[:, None, :2], anchors[None, :, :2])  # [G, A, 2]
-    rb = torch.minimum(gt[:, None, 2:], anchors[None, :, 2:])  # [G, A, 2]
-    wh = (rb - lt).clamp(min=0)  # [G, A, 2]
-    inter = wh[..., 0] * wh[..., 1]  # [G, A]
-    area_b = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])  # [G]
-    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])  # [A]
-    union = (area_b[:, None] + area_a[None] - inter).clamp(min=EPS)  # [G, A]
-    mob = masks.flatten(1).sum(1) / (area_b + EPS)  # [G]
-    return torch.where(inter / union > 0, counts / mob[:, None] / union, torch.zeros_like(counts))
 
 
 def median_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
@@ -132,7 +114,7 @@ def run(size: int, gts: list[int], devices: list[str], repeats: int, warmup: int
             rows.append(dict(device=device_name, grid="-" if method.startswith("Mask") else grid, G=g,
                              method=method, path=path, ms=t * 1e3, ms_min=t_min * 1e3))
         if brute:
-            fn = partial(brute_maiou, gt, masks, anchors)
+            fn = partial(brute_mask_aware_iou, gt, masks, anchors)
             t, t_min = median_times({"brute": fn}, device, max(1, repeats // 10), 0)["brute"]
             same = torch.equal(fn(), mask_aware_iou(gt, anchors, integrals))
             rows.append(dict(device=device_name, grid=grid, G=g, method="brute_maiou", path="masks",

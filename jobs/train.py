@@ -12,13 +12,14 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 
 from pipeline.config import ASSIGNER_NAMES, Config, apply_overrides
-
 from pipeline.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "tiny"
+# The flags a user types daily, each a shorthand for one `--set` (applied before the --set list).
+SHORTHANDS = {"data": "data.data_dir", "scale": "data.scale", "assigner": "train.assigner",
+              "seed": "train.seed", "max_iters": "train.max_iters", "num_workers": "train.num_workers"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,10 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jobs.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Options left out take the preset's value; the defaults shown are the "
-               f"'{DEFAULT_PRESET}' preset's, sized for a 2-core CPU machine. Its 1 CPU per worker "
-               "lets the tiny sweep run two cells side by side; a single run on that machine "
-               "trains ≈1.7× faster with --cpus-per-worker 2 (docs/benchmarks.md).")
+        epilog="Every other setting is a --set SECTION.FIELD=VALUE (e.g. train.batch_size=16, "
+               "train.cpus_per_worker=2, train.use_gpu=true, train.init_from=PATH, "
+               "model.backbone_weights=PATH, train.storage_path=DIR, tracking.tracking_uri=URI); "
+               "pipeline/config.py lists them all. Options left out take the preset's value; the "
+               f"defaults shown are the '{DEFAULT_PRESET}' preset's, sized for a 2-core CPU machine. "
+               "Its 1 CPU per worker lets the tiny sweep run two cells side by side; a single run on "
+               "that machine trains ≈1.7× faster with --set train.cpus_per_worker=2 (docs/benchmarks.md).")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                    help=f"base configuration (default: {DEFAULT_PRESET})")
     p.add_argument("--data", metavar="DIR", default=None,
@@ -43,30 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help=f"random seed (default: {d.train.seed})")
     p.add_argument("--max-iters", type=int, default=None,
                    help=f"training iterations; overrides epochs (default: {d.train.max_iters})")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help=f"images per worker per step (default: {d.train.batch_size})")
     p.add_argument("--num-workers", type=int, default=None,
                    help=f"Ray Train workers; 0 runs in-process without fault tolerance "
                         f"(default: {d.train.num_workers})")
-    p.add_argument("--cpus-per-worker", type=int, default=None,
-                   help=f"CPUs (and torch threads) per worker (default: {d.train.cpus_per_worker})")
-    p.add_argument("--gpu", action="store_true",
-                   help="one GPU per worker, NCCL, bf16 autocast (default: the preset's, "
-                        f"{d.train.use_gpu})")
-    p.add_argument("--init-from", metavar="PATH", default=None,
-                   help="fine-tune from a checkpoint of ours (directory or model.pt); tensors whose "
-                        "shape differs (another class count) keep their fresh initialisation "
-                        "(default: none)")
-    p.add_argument("--backbone-weights", metavar="PATH", default=None,
-                   help="ImageNet backbone weights to start from (default: "
-                        f"{d.model.backbone_weights or 'none'})")
-    p.add_argument("--storage", metavar="DIR", default=None,
-                   help=f"Ray Train storage path for checkpoints (default: {d.train.storage_path})")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                        "sqlite:////<home>/.cache/maskaware/mlflow.db)")
-    p.add_argument("--experiment", default=None,
-                   help=f"MLflow experiment name (default: {d.tracking.experiment})")
     p.add_argument("--name", default=None,
                    help="run name; re-using a name resumes that Ray run, or returns it when it "
                         "finished (default: <assigner>-s<scale>-seed<seed>-<config hash>-<time>)")
@@ -77,19 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = get_preset(args.preset)
-    data = {"data_dir": args.data, "scale": args.scale}
-    train = {"assigner": args.assigner, "seed": args.seed, "max_iters": args.max_iters,
-             "batch_size": args.batch_size, "num_workers": args.num_workers,
-             "cpus_per_worker": args.cpus_per_worker, "init_from": args.init_from,
-             "storage_path": args.storage, "use_gpu": True if args.gpu else None,
-             "amp": True if args.gpu else None}
-    model = {"backbone_weights": args.backbone_weights}
-    tracking = {"tracking_uri": args.tracking_uri, "experiment": args.experiment}
-    for section, values in (("data", data), ("train", train), ("model", model), ("tracking", tracking)):
-        given = {k: v for k, v in values.items() if v is not None}
-        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **given)})
-    return apply_overrides(cfg, args.overrides)
+    given = [f"{key}={getattr(args, flag)}" for flag, key in SHORTHANDS.items()
+             if getattr(args, flag) is not None]
+    return apply_overrides(get_preset(args.preset), given + args.overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -182,3 +182,14 @@ def test_wrong_inputs_raise_value_error():
         mask_aware_iou(gt, torch.zeros(3, 4), MaskIntegrals.from_masks(masks.repeat(2, 1, 1)))
     with pytest.raises(ValueError, match="per-GT"):
         mask_aware_iou(gt, torch.zeros(2, 3, 4), MaskIntegrals.from_masks(masks))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_brute_force_assigner_overlap_equals_reference_and_integral_path(seed):
+    from assigners.brute import brute_mask_aware_iou
+
+    gen = torch.Generator().manual_seed(seed)
+    gt, masks, anchors = random_case(gen, 23, 31, g=3, a=50, integer=seed % 2 == 0, spill=seed % 3 == 0)
+    brute = brute_mask_aware_iou(gt, masks, anchors)
+    torch.testing.assert_close(brute, brute_maiou(gt, masks, anchors), rtol=0, atol=0)
+    assert torch.equal(brute, mask_aware_iou(gt, anchors, integral_image(masks)))

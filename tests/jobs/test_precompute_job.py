@@ -9,8 +9,8 @@ from pipeline.data.synthetic import generate
 
 def test_precompute_job_writes_both_splits_then_skips(tmp_path, capsys):
     generate(str(tmp_path / "data"), 6, 2, 64, seed=0, workers=1, progress=False)
-    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pq"), "--images-per-shard", "3",
-            "--workers", "1", "--skip-invalid", "--quiet"]
+    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pq"), "--set", "data.parquet_images_per_shard=3",
+            "--set", "data.precompute_workers=1", "--set", "data.skip_invalid=true", "--quiet"]
     assert job.main(args + ["--verify"]) == 0  # one Ray cluster serves both splits
     out = capsys.readouterr().out
     assert "train:" in out and "val:" in out and "verified" in out and "instances/s" in out

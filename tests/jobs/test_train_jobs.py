@@ -53,8 +53,9 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, capsys):
     cfg = tiny_config(tmp_path)  # the same small data and model, given as --set overrides
     sets = [f"{k}={v}" for k, v in cfg.flat().items()
             if k.split(".")[0] in ("data", "model") and v is not None and not isinstance(v, tuple)]
-    argv = ["--num-workers", "0", "--max-iters", "2", "--batch-size", "2",
-            "--storage", str(tmp_path / "ray"), "--tracking-uri", cfg.tracking.tracking_uri,
+    argv = ["--num-workers", "0", "--max-iters", "2", "--set", "train.batch_size=2",
+            "--set", f"train.storage_path={tmp_path / 'ray'}",
+            "--set", f"tracking.tracking_uri={cfg.tracking.tracking_uri}",
             "--name", "cli"] + [x for s in sets for x in ("--set", s)] + \
         ["--set", "train.log_every=1", "--set", "eval.fps_runs=2", "--set", "eval.fps_warmup=0"]
     assert train_job.main(argv) == 0
