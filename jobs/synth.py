@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-from pipeline.data.synthetic import CATEGORIES, format_mob_table, generate
+from pipeline.data.scenes import CATEGORIES
+from pipeline.data.synthetic import format_mob_table, generate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+from pipeline.data.photometric import photometric
+
 # RGB (the official configs give them for BGR input with to_rgb=True)
 MEAN = np.array([123.68, 116.78, 103.94], dtype=np.float32)
 STD = np.array([58.40, 57.12, 57.38], dtype=np.float32)
@@ -269,72 +271,3 @@ def _resample_masks(rles: list[dict], size: tuple[int, int], window: np.ndarray,
         masks[i, r0:r1, c0:c1] = block
         tight[i] = (c0 + cols[0], r0 + rows[0], c0 + cols[-1] + 1, r0 + rows[-1] + 1)
     return masks, tight
-
-
-# --- photometric distortion --------------------------------------------------------------------
-
-def photometric(img: np.ndarray, d: dict) -> np.ndarray:
-    """mmdetection v2 PhotoMetricDistortion on planar float32 RGB [3, h, w] with drawn values `d`.
-
-    Like the original, values are not clipped to 0..255. Saturation scaling in HSV keeps V and
-    H, which in RGB is x -> V + a·(x - V); hue rotation keeps V and the chroma V - min. Planar
-    channels keep every step an elementwise operation (reductions over a trailing axis of 3 are
-    several times slower in numpy).
-    """
-    img = img.astype(np.float32, copy=True)
-    if "brightness" in d:
-        img += np.float32(d["brightness"])
-    if d.get("contrast_first") and "contrast" in d:
-        img *= np.float32(d["contrast"])
-    if "saturation" in d:
-        v = np.maximum(np.maximum(img[0], img[1]), img[2])  # [h, w]
-        img -= v
-        img *= np.float32(d["saturation"])
-        img += v
-    if "hue" in d:
-        img = _rotate_hue(img, float(d["hue"]))
-    if not d.get("contrast_first") and "contrast" in d:
-        img *= np.float32(d["contrast"])
-    if "permutation" in d:
-        img = img[d["permutation"]]
-    return img
-
-
-def _rotate_hue(img: np.ndarray, degrees: float) -> np.ndarray:
-    """Rotate the HSV hue of planar RGB [3, h, w] by `degrees`, keeping V and the chroma."""
-    r, g, b = img
-    v = np.maximum(np.maximum(r, g), b)  # [h, w]
-    c = v - np.minimum(np.minimum(r, g), b)
-    safe = np.where(c > 0, c, np.float32(1))
-    # hue in sectors of 60°, in [0, 6); wrapped with `where` (float `%` is slow in numpy)
-    red = (g - b) / safe
-    hue = np.where(v == r, np.where(red < 0, red + 6, red),
-                   np.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
-    hue = np.where(c > 0, hue, 0) + np.float32(degrees / 60.0)
-    hue = np.where(hue >= 6, hue - 6, np.where(hue < 0, hue + 6, hue))
-    out = np.empty_like(img)
-    for ch, n in enumerate((5, 3, 1)):  # HSV -> RGB: x_n = V - C·clip(min(k, 4 - k), 0, 1), k = (n + H) mod 6
-        k = hue + n
-        k = np.where(k >= 6, k - 6, k)
-        out[ch] = v - c * np.clip(np.minimum(k, 4 - k), 0, 1)
-    return out
-
-
-# --- back to original coordinates --------------------------------------------------------------
-
-def boxes_to_original(boxes: np.ndarray | torch.Tensor, affine) -> np.ndarray | torch.Tensor:
-    """Boxes [N, 4] xyxy in input coordinates -> original image coordinates (undoes any flip)."""
-    ax, bx, ay, by = (float(v) for v in affine)
-    xa, xb = boxes[:, 0] * ax + bx, boxes[:, 2] * ax + bx
-    ya, yb = boxes[:, 1] * ay + by, boxes[:, 3] * ay + by
-    lib = torch if isinstance(boxes, torch.Tensor) else np
-    return lib.stack([lib.minimum(xa, xb), lib.minimum(ya, yb), lib.maximum(xa, xb), lib.maximum(ya, yb)], 1)
-
-
-def masks_to_original(masks: torch.Tensor, orig_size: tuple[int, int]) -> torch.Tensor:
-    """Soft masks float [N, S, S] of an evaluation (resize-only) sample -> float [N, h, w], bilinear."""
-    if masks.shape[0] == 0:
-        return masks.new_zeros((0, *orig_size))
-    return F.interpolate(masks[:, None].float(), size=tuple(orig_size), mode="bilinear",
-                         align_corners=False)[:, 0]  # [N, h, w]
-

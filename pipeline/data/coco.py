@@ -40,11 +40,9 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipeline.data.coco_checks import (KIND_BACKGROUND_ANNOTATION, KIND_BAD_RECORD, KIND_DUPLICATE_ANNOTATION_ID,
-                                       KIND_DUPLICATE_IMAGE_ID, KIND_UNKNOWN_CATEGORY, KIND_UNKNOWN_IMAGE, Problems,
-                                       check_annotation, check_image_file, short)
+from pipeline.data.coco_checks import (KIND_BACKGROUND_ANNOTATION, Problems, valid_annotations, valid_categories,
+                                       valid_images)
 
-BACKGROUND_CATEGORY_NAMES = frozenset({"_background_", "__background__", "background", "__ignore__"})
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +179,11 @@ def load_coco(json_path: str, image_root: str, *, skip_invalid: bool = False,
     """
     data = read_json(json_path)
     problems = Problems(json_path)
-    categories, background_ids = _categories(data["categories"], json_path)
-    images, dropped_ids = _valid_images(data["images"], image_root, verify_images, problems)
-    anns, with_images, background = _valid_annotations(
+    categories, background_ids = valid_categories(data["categories"], json_path)
+    images, dropped_ids = valid_images(data["images"], image_root, verify_images, problems)
+    anns, with_images, background = valid_annotations(
         data.get("annotations", []), images, dropped_ids, categories, background_ids, problems)
+    anns = [_completed(a, images[a["image_id"]]["height"], images[a["image_id"]]["width"]) for a in anns]
     report = ValidationReport(background_categories=sorted(
         c["name"] for c in data["categories"] if c.get("id") in background_ids),
         annotations_of_dropped_images=with_images)
@@ -211,87 +210,6 @@ def load_coco(json_path: str, image_root: str, *, skip_invalid: bool = False,
         log.warning("%s: %s", json_path, report.summary())
     return CocoDataset(json_path=json_path, image_root=image_root, records=records,
                        categories=kept, coco=coco, report=report)
-
-
-def _categories(raw: list, json_path: str) -> tuple[dict[int, dict], set[int]]:
-    categories, background, seen = {}, set(), set()
-    for c in raw:
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
-            raise ValueError(f"{json_path}: category {c!r} needs an integer 'id' and a 'name'")
-        if c["id"] in seen:
-            raise ValueError(f"{json_path}: duplicate category id={c['id']}")
-        seen.add(c["id"])
-        if str(c["name"]).strip().lower() in BACKGROUND_CATEGORY_NAMES:
-            background.add(c["id"])
-        else:
-            categories[c["id"]] = c
-    return categories, background
-
-
-def _valid_images(raw: list, image_root: str, verify: bool,
-                  problems: Problems) -> tuple[dict[int, dict], set]:
-    """Valid images by id, and the ids of the dropped ones (their annotations go with them)."""
-    counts = Counter(im.get("id") for im in raw if isinstance(im, dict))
-    images: dict[int, dict] = {}
-    dropped = set()
-    for im in raw:
-        if not isinstance(im, dict) or not isinstance(im.get("id"), int) \
-                or not isinstance(im.get("file_name"), str) \
-                or not all(isinstance(im.get(k), int) and im[k] > 0 for k in ("height", "width")):
-            problems.add(KIND_BAD_RECORD, f"image {short(im)}: needs integer 'id', 'file_name' and "
-                                          "positive integer 'height' and 'width'")
-            continue
-        where = f"image id={im['id']} file {im['file_name']}"
-        if counts[im["id"]] > 1:
-            problems.add(KIND_DUPLICATE_IMAGE_ID, f"{where}: image id {im['id']} appears {counts[im['id']]} times")
-            dropped.add(im["id"])
-            continue
-        kind, message = check_image_file(os.path.join(image_root, im["file_name"]), im, verify)
-        if kind is not None:
-            problems.add(kind, f"{where}: {message}")
-            dropped.add(im["id"])
-            continue
-        images[im["id"]] = im
-    return images, dropped
-
-
-def _valid_annotations(raw: list, images: dict[int, dict], dropped_images: set, categories: dict[int, dict],
-                       background_ids: set[int], problems: Problems) -> tuple[list[dict], int, int]:
-    """Valid annotations, and how many went with a dropped image or were of a background class."""
-    counts = Counter(a.get("id") for a in raw if isinstance(a, dict))
-    anns = []
-    with_images = background = 0
-    for a in raw:
-        if not isinstance(a, dict) or not isinstance(a.get("id"), int) \
-                or not isinstance(a.get("image_id"), int) or not isinstance(a.get("category_id"), int) \
-                or not isinstance(a.get("segmentation"), (list, dict)):
-            problems.add(KIND_BAD_RECORD, f"annotation {short(a)}: needs integer 'id', 'image_id', "
-                                          "'category_id' and a 'segmentation'")
-            continue
-        if a["category_id"] in background_ids:
-            background += 1
-            continue
-        if a["image_id"] in dropped_images:
-            with_images += 1
-            continue
-        where = f"annotation id={a['id']} (image id={a['image_id']})"
-        if counts[a["id"]] > 1:
-            problems.add(KIND_DUPLICATE_ANNOTATION_ID, f"{where}: annotation id {a['id']} appears "
-                                                       f"{counts[a['id']]} times")
-            continue
-        if a["category_id"] not in categories:
-            problems.add(KIND_UNKNOWN_CATEGORY, f"{where}: unknown category id {a['category_id']}")
-            continue
-        im = images.get(a["image_id"])
-        if im is None:
-            problems.add(KIND_UNKNOWN_IMAGE, f"{where}: no valid image with id {a['image_id']}")
-            continue
-        kind, message = check_annotation(a, im["height"], im["width"])
-        if kind is not None:
-            problems.add(kind, f"{where}: {message}")
-            continue
-        anns.append(_completed(a, im["height"], im["width"]))
-    return anns, with_images, background
 
 
 def _completed(a: dict, h: int, w: int) -> dict:

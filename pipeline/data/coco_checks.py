@@ -1,11 +1,13 @@
 """Validation of COCO records: one function per record type, each returning (kind, message)
 for the first problem found, or (None, ""); `Problems` collects them and raises them together.
-The kinds (`KIND_*`) are what `ValidationReport.dropped` counts.
+The kinds (`KIND_*`) are what `ValidationReport.dropped` counts. `valid_categories`,
+`valid_images` and `valid_annotations` run those checks over a whole annotation file's lists.
 """
 from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -13,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 # COCO's boxes come from float polygons and may overshoot the border by a fraction of a pixel.
 BOX_TOLERANCE = 1.0
 MIN_POLYGON_POINTS = 3
+BACKGROUND_CATEGORY_NAMES = frozenset({"_background_", "__background__", "background", "__ignore__"})
 # How many problems an error message lists before summarising the rest.
 MAX_LISTED_PROBLEMS = 5
 
@@ -109,3 +112,85 @@ def check_annotation(a: dict, h: int, w: int) -> tuple[str | None, str]:
 def short(obj) -> str:
     text = repr(obj)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def valid_categories(raw: list, json_path: str) -> tuple[dict[int, dict], set[int]]:
+    """Categories by id and the ids of background categories (their annotations are ignored)."""
+    categories, background, seen = {}, set(), set()
+    for c in raw:
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
+            raise ValueError(f"{json_path}: category {c!r} needs an integer 'id' and a 'name'")
+        if c["id"] in seen:
+            raise ValueError(f"{json_path}: duplicate category id={c['id']}")
+        seen.add(c["id"])
+        if str(c["name"]).strip().lower() in BACKGROUND_CATEGORY_NAMES:
+            background.add(c["id"])
+        else:
+            categories[c["id"]] = c
+    return categories, background
+
+
+def valid_images(raw: list, image_root: str, verify: bool,
+                  problems: Problems) -> tuple[dict[int, dict], set]:
+    """Valid images by id, and the ids of the dropped ones (their annotations go with them)."""
+    counts = Counter(im.get("id") for im in raw if isinstance(im, dict))
+    images: dict[int, dict] = {}
+    dropped = set()
+    for im in raw:
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int) \
+                or not isinstance(im.get("file_name"), str) \
+                or not all(isinstance(im.get(k), int) and im[k] > 0 for k in ("height", "width")):
+            problems.add(KIND_BAD_RECORD, f"image {short(im)}: needs integer 'id', 'file_name' and "
+                                          "positive integer 'height' and 'width'")
+            continue
+        where = f"image id={im['id']} file {im['file_name']}"
+        if counts[im["id"]] > 1:
+            problems.add(KIND_DUPLICATE_IMAGE_ID, f"{where}: image id {im['id']} appears {counts[im['id']]} times")
+            dropped.add(im["id"])
+            continue
+        kind, message = check_image_file(os.path.join(image_root, im["file_name"]), im, verify)
+        if kind is not None:
+            problems.add(kind, f"{where}: {message}")
+            dropped.add(im["id"])
+            continue
+        images[im["id"]] = im
+    return images, dropped
+
+
+def valid_annotations(raw: list, images: dict[int, dict], dropped_images: set, categories: dict[int, dict],
+                       background_ids: set[int], problems: Problems) -> tuple[list[dict], int, int]:
+    """Valid annotations, and how many went with a dropped image or were of a background class."""
+    counts = Counter(a.get("id") for a in raw if isinstance(a, dict))
+    anns = []
+    with_images = background = 0
+    for a in raw:
+        if not isinstance(a, dict) or not isinstance(a.get("id"), int) \
+                or not isinstance(a.get("image_id"), int) or not isinstance(a.get("category_id"), int) \
+                or not isinstance(a.get("segmentation"), (list, dict)):
+            problems.add(KIND_BAD_RECORD, f"annotation {short(a)}: needs integer 'id', 'image_id', "
+                                          "'category_id' and a 'segmentation'")
+            continue
+        if a["category_id"] in background_ids:
+            background += 1
+            continue
+        if a["image_id"] in dropped_images:
+            with_images += 1
+            continue
+        where = f"annotation id={a['id']} (image id={a['image_id']})"
+        if counts[a["id"]] > 1:
+            problems.add(KIND_DUPLICATE_ANNOTATION_ID, f"{where}: annotation id {a['id']} appears "
+                                                       f"{counts[a['id']]} times")
+            continue
+        if a["category_id"] not in categories:
+            problems.add(KIND_UNKNOWN_CATEGORY, f"{where}: unknown category id {a['category_id']}")
+            continue
+        im = images.get(a["image_id"])
+        if im is None:
+            problems.add(KIND_UNKNOWN_IMAGE, f"{where}: no valid image with id {a['image_id']}")
+            continue
+        kind, message = check_annotation(a, im["height"], im["width"])
+        if kind is not None:
+            problems.add(kind, f"{where}: {message}")
+            continue
+        anns.append(a)
+    return anns, with_images, background

@@ -154,28 +154,9 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if done[i]],
                               validation=source.report.summary())
     if todo:
-        items = [{"shard": i, "name": names[i], "rows": rows[names[i]], "payload": pickle.dumps(chunks[i])}
-                 for i in todo]
-        with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
-            ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-            start = time.perf_counter()
-            ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-                _write_shard, fn_kwargs={"out_dir": out_dir, "layout": layout,
-                                         "label_to_category": source.label_to_category, "plan": plan},
-                compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1)
-            bar = tqdm(total=len(todo), desc=f"precompute {os.path.basename(out_dir) or out_dir}",
-                       unit="shard", disable=not progress)
-            for row in ds.iter_rows():
-                result.written.append(int(row["shard"]))
-                result.rows_written += int(row["rows"])
-                bar.update(1)
-            bar.close()
-            result.seconds = time.perf_counter() - start
-    tmp = os.path.join(out_dir, f"{MANIFEST}.tmp-{uuid.uuid4().hex}")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))  # appears complete, or not at all
+        _write_shards(todo, names, rows, chunks, out_dir, layout, source.label_to_category, plan,
+                      num_workers, shutdown_ray, progress, result)
+    _write_manifest(out_dir, manifest)
     store = InstanceStore(out_dir)  # reads every shard back: schema, contiguity per image
     expected = sum(manifest["shards"].values())
     if len(store) != expected:
@@ -184,6 +165,37 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     result.bytes = sum(os.path.getsize(os.path.join(out_dir, s)) for s in manifest["shards"])
     result.written.sort()
     return result
+
+
+def _write_shards(todo: list[int], names: list[str], rows: dict[str, int], chunks: list, out_dir: str,
+                  layout: str, label_to_category: list[int], plan: str, num_workers: int,
+                  shutdown_ray: bool, progress: bool, result: PrecomputeResult) -> None:
+    """The missing shards, written by `num_workers` parallel Ray Data tasks; `result` is updated."""
+    items = [{"shard": i, "name": names[i], "rows": rows[names[i]], "payload": pickle.dumps(chunks[i])}
+             for i in todo]
+    with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        start = time.perf_counter()
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            _write_shard, fn_kwargs={"out_dir": out_dir, "layout": layout,
+                                     "label_to_category": label_to_category, "plan": plan},
+            compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1)
+        bar = tqdm(total=len(todo), desc=f"precompute {os.path.basename(out_dir) or out_dir}",
+                   unit="shard", disable=not progress)
+        for row in ds.iter_rows():
+            result.written.append(int(row["shard"]))
+            result.rows_written += int(row["rows"])
+            bar.update(1)
+        bar.close()
+        result.seconds = time.perf_counter() - start
+
+
+def _write_manifest(out_dir: str, manifest: dict) -> None:
+    tmp = os.path.join(out_dir, f"{MANIFEST}.tmp-{uuid.uuid4().hex}")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, MANIFEST))  # appears complete, or not at all
 
 
 def _check_manifest(out_dir: str, manifest: dict, overwrite: bool) -> None:

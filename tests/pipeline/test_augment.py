@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from pipeline.data import augment as A
+from pipeline.data import photometric as PH
 from pipeline.data.coco import decode_masks, instance_rles, load_coco, load_image
-from pipeline.data.synthetic import render_scene
+from pipeline.data.scenes import render_scene
 
 
 def _scene(seed: int, size: int = 96):
@@ -99,9 +100,9 @@ def test_eval_is_a_plain_resize():
     ref = (ref - A.MEAN[:, None, None]) / A.STD[:, None, None]
     np.testing.assert_allclose(sample.image, ref, atol=1e-4)
     _check(sample, masks, labels, 64, 4.0)
-    back = A.boxes_to_original(sample.boxes, sample.affine)
+    back = boxes_to_original(sample.boxes, sample.affine)
     np.testing.assert_allclose(back, boxes[sample.keep], atol=90 / 64 + 1e-4)
-    soft = A.masks_to_original(torch.from_numpy(sample.masks).float(), (90, 90))
+    soft = masks_to_original(torch.from_numpy(sample.masks).float(), (90, 90))
     assert soft.shape == (len(sample.keep), 90, 90)
     agree = ((soft > 0.5).numpy() == masks[sample.keep]).mean()
     assert agree > 0.97
@@ -113,7 +114,7 @@ def test_boxes_to_original_undoes_flip_and_crop():
     for seed in range(30):
         image, masks, rles, labels, boxes = _scene(seed)
         sample = A.transform(image, rles, labels, boxes, params, np.random.default_rng(seed))
-        back = A.boxes_to_original(sample.boxes, sample.affine)
+        back = boxes_to_original(sample.boxes, sample.affine)
         half = np.abs(sample.affine[[0, 2, 0, 2]]) / 2  # half an output pixel, in original pixels
         for b, k in zip(back, sample.keep):
             # the visible part of the original mask inside the window: its tight box
@@ -186,15 +187,15 @@ def test_photometric_matches_hsv_reference():
     rgb[0, 1] = [200, 200, 10]  # ties between the largest channels
     planar = np.ascontiguousarray(rgb.transpose(2, 0, 1))  # [3, h, w]
     for deg in (-18.0, 7.5, 0.0, 359.0):
-        np.testing.assert_allclose(A._rotate_hue(planar, deg).transpose(1, 2, 0), _reference_hue(rgb, deg), atol=1e-3)
-    sat = A.photometric(planar, {"saturation": 0.6, "contrast_first": True}).transpose(1, 2, 0)
+        np.testing.assert_allclose(PH._rotate_hue(planar, deg).transpose(1, 2, 0), _reference_hue(rgb, deg), atol=1e-3)
+    sat = PH.photometric(planar, {"saturation": 0.6, "contrast_first": True}).transpose(1, 2, 0)
     ref = np.empty_like(rgb)
     for idx in np.ndindex(rgb.shape[:2]):
         h, s, v = colorsys.rgb_to_hsv(*(rgb[idx] / 255.0))
         ref[idx] = np.array(colorsys.hsv_to_rgb(h, s * 0.6, v)) * 255.0
     np.testing.assert_allclose(sat, ref, atol=1e-3)
     d = {"brightness": 10.0, "contrast_first": False, "contrast": 1.5, "permutation": np.array([2, 0, 1])}
-    np.testing.assert_allclose(A.photometric(planar, d), ((planar + 10) * 1.5)[[2, 0, 1]], rtol=1e-6)
+    np.testing.assert_allclose(PH.photometric(planar, d), ((planar + 10) * 1.5)[[2, 0, 1]], rtol=1e-6)
     np.testing.assert_array_equal(planar.transpose(1, 2, 0), rgb)  # the input is left alone
 
 
@@ -203,3 +204,22 @@ def test_bad_parameters():
         A.AugmentParams(scale=16)
     with pytest.raises(ValueError, match="needs an rng"):
         A.transform(np.zeros((40, 40, 3), np.uint8), [], np.zeros(0), np.zeros((0, 4)), A.AugmentParams(scale=32))
+
+
+# --- back to the original frame (the inverse the tests check the recorded affine with) ---
+
+def boxes_to_original(boxes: np.ndarray | torch.Tensor, affine) -> np.ndarray | torch.Tensor:
+    """Boxes [N, 4] xyxy in input coordinates -> original image coordinates (undoes any flip)."""
+    ax, bx, ay, by = (float(v) for v in affine)
+    xa, xb = boxes[:, 0] * ax + bx, boxes[:, 2] * ax + bx
+    ya, yb = boxes[:, 1] * ay + by, boxes[:, 3] * ay + by
+    lib = torch if isinstance(boxes, torch.Tensor) else np
+    return lib.stack([lib.minimum(xa, xb), lib.minimum(ya, yb), lib.maximum(xa, xb), lib.maximum(ya, yb)], 1)
+
+
+def masks_to_original(masks: torch.Tensor, orig_size: tuple[int, int]) -> torch.Tensor:
+    """Soft masks float [N, S, S] of an evaluation (resize-only) sample -> float [N, h, w], bilinear."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *orig_size))
+    return F.interpolate(masks[:, None].float(), size=tuple(orig_size), mode="bilinear",
+                         align_corners=False)[:, 0]  # [N, h, w]

@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pipeline.data import scenes as SC
 from pipeline.data import synthetic as S
 from pipeline.data.coco import decode_masks, load_coco
 from pipeline.config import DataConfig
@@ -53,7 +54,7 @@ def test_deterministic_and_independent_of_workers(small_set, tmp_path):
 def test_mob_ratios_vary_widely():
     anns = []
     for i in range(60):
-        _, masks, labels = S.render_scene(np.random.default_rng([0, 0, i]), 256)
+        _, masks, labels = SC.render_scene(np.random.default_rng([0, 0, i]), 256)
         for m, lab in zip(masks, labels):
             rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
             anns.append({"area": float(m.sum()), "category_id": lab + 1,
@@ -73,10 +74,10 @@ def test_mob_ratios_vary_widely():
 def test_occlusion_keeps_at_least_half_of_each_object():
     occluded = 0
     for i in range(30):
-        objects = S._layout(np.random.default_rng([1, 0, i]), 128)
+        objects = SC._layout(np.random.default_rng([1, 0, i]), 128)
         for o in objects:
             vis = o.visible.sum()
-            assert vis >= (1 - S.MAX_OCCLUDED) * o.area and not (o.visible & ~o.full).any()
+            assert vis >= (1 - SC.MAX_OCCLUDED) * o.area and not (o.visible & ~o.full).any()
             occluded += vis < o.area
     assert occluded > 0
 
