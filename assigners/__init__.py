@@ -1,6 +1,6 @@
 """Anchor assigners and the overlaps they use. Leaf package: imports torch only.
 
-The contract every assigner keeps (DESIGN §3):
+The contract every assigner keeps (docs/design.md §3):
 
     ASSIGNERS[name](gt_boxes float [G, 4], gt_masks bool [G, H, W] | None, anchors float [A, 4],
                     num_anchors_per_level list[int], integral=None) -> int64 [A]

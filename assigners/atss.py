@@ -1,4 +1,4 @@
-"""ATSS (adaptive training sample selection) with a pluggable overlap (SPEC §3).
+"""ATSS (adaptive training sample selection) with a pluggable overlap (docs/design.md §6).
 
 `atss_assign(gt_boxes [G,4], anchors [A,4], num_anchors_per_level, overlap, ...) -> int64 [A]`:
   1. per FPN level and per GT, the min(k, n_level) anchors whose centres are nearest (L2) to the
@@ -105,7 +105,7 @@ def assign_atss(gt_boxes: Tensor, gt_masks: Tensor | None, anchors: Tensor, num_
     """The registry's ATSS entry point: checks inputs, binds the masks to a mask-aware overlap.
 
     A mask-aware `overlap(gt_boxes, anchors, integral)` gets the integrals (given, or built from
-    `gt_masks`); GTs with no mask pixel get no positives (SPEC §2: the official NaN, without NaN).
+    `gt_masks`); GTs with no mask pixel get no positives (docs/design.md §5: the official NaN, without NaN).
     """
     mi = check_assign_inputs(gt_boxes, gt_masks, anchors, num_anchors_per_level, integral, mask_aware)
     if not mask_aware:

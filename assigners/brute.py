@@ -30,6 +30,3 @@ def brute_mask_aware_iou(gt_boxes: Tensor, gt_masks: Tensor, anchors: Tensor) ->
     mask_area = gt_masks.flatten(1).sum(1).to(gt_boxes.dtype)[:, None]  # [G, 1]
     mob = (mask_area / (area_gt + EPS)).clamp_(min=torch.finfo(counts.dtype).tiny)  # [G, 1]
     return counts / mob / union * (inter / union > 0)  # [G, A]
-
-
-

@@ -1,4 +1,4 @@
-"""The fixed-IoU assigner of the YOLACT baseline (mmdetection MaxIoUAssigner, SPEC §3).
+"""The fixed-IoU assigner of the YOLACT baseline (mmdetection MaxIoUAssigner, docs/design.md §6).
 
 `fixed_iou_assign(overlaps [G, A]) -> int64 [A]`:
   1. every anchor starts as `IGNORE`;

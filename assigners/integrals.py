@@ -2,7 +2,7 @@
 
 Two forms:
 - `integral_image(masks)` -> int32 [G, H+1, W+1], `I[g, y, x]` = mask pixels with row < y and
-  col < x (SPEC §2). Simple; for tests and small images.
+  col < x (docs/design.md §5). Simple; for tests and small images.
 - `MaskIntegrals`: the compact per-image form. Each instance keeps only the integral image of
   the region that holds all its mask pixels, all of them in one flat int32 buffer, so a batch of
   instances costs O(Σ region area) instead of O(G·H·W) and a lookup is one vectorised gather.

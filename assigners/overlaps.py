@@ -1,4 +1,4 @@
-"""Overlaps between ground truths and anchors: IoU, GIoU, DIoU, maIoU, GmaIoU (SPEC §2).
+"""Overlaps between ground truths and anchors: IoU, GIoU, DIoU, maIoU, GmaIoU (docs/design.md §5).
 
 Every function takes `gt_boxes` float [G, 4] and `anchors` either float [A, 4] (dense: every GT
 against every anchor -> [G, A]) or float [G, K, 4] (per GT, its own K anchors -> [G, K]; what

@@ -16,10 +16,10 @@ import os
 import sys
 from dataclasses import replace
 
-from pipeline.report.analysis import analyze
-from pipeline.presets import get_preset
 from pipeline.data.datasets import SPLITS, dataset_dir, split_paths
 from pipeline.data.precompute import MANIFEST, precompute
+from pipeline.presets import get_preset
+from pipeline.report.analysis import analyze
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,14 +31,14 @@ import ray
 import torch
 
 from assigners import ASSIGNERS, BACKGROUND
-from pipeline.report.anchor_grids import input_anchors
+from pipeline.config import DataConfig
 from pipeline.data.augment import AugmentParams, transform
 from pipeline.data.coco import instance_rles, load_coco, load_image
-from pipeline.config import DataConfig
 from pipeline.data.datasets import InstanceDataset, integrals_from_sample, split_paths
 from pipeline.data.instance_table import InstanceStore
 from pipeline.data.precompute import OBJECT_STORE_BYTES, precompute
 from pipeline.data.synthetic import ensure_synthetic
+from pipeline.report.anchor_grids import input_anchors
 
 # (a) becomes the default only at >= 99 % identical assignments, counted over the anchors that
 # are positive in either (over all anchors, the ~99 % background ones would make any route pass)

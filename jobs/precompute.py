@@ -15,10 +15,10 @@ import argparse
 import sys
 
 from pipeline.config import DataConfig, apply_overrides
-from pipeline.presets import get_preset
 from pipeline.data.datasets import SPLITS
 from pipeline.data.instance_table import LAYOUTS
 from pipeline.data.precompute import precompute_splits, result_summary, verify
+from pipeline.presets import get_preset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

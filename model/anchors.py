@@ -1,4 +1,4 @@
-"""Anchor grids over P3–P7 (SPEC §4), computed from the feature-map sizes at any input size S.
+"""Anchor grids over P3–P7 (docs/design.md §7), computed from the feature-map sizes at any input size S.
 
 Grids (named; `ANCHOR_GRIDS` is the registry):
 - "yolact" (fixed-IoU baseline, mmdet YOLACT): 3 per location, ratios h/w ∈ (0.5, 1, 2), size

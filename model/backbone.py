@@ -9,7 +9,7 @@ Options:
   what the converted ImageNet weights expect) instead of the 3×3 (torchvision "v1.5" layout).
   Bottleneck nets only: ResNet-18's basic blocks have no 1×1 conv.
 - `frozen_bn`: BatchNorm replaced by a fixed affine map (statistics and scale/shift are buffers).
-  The reference setup trains BN (SPEC §5); freezing is for tiny per-device batches.
+  The reference setup trains BN (docs/design.md §8); freezing is for tiny per-device batches.
 - `dcn_interval`/`dcn_stages`/`dcn_groups`: the 3×3 conv of block i of stage s (C2..C5 = 2..5) is a
   DCNv2 (`model.dcn`) when s ∈ dcn_stages and i % dcn_interval == 0 (YOLACT++ R50: interval 1, every
   block of C3–C5; R101: interval 3; maYOLACT: interval 1 with 4 deformable groups).

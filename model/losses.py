@@ -1,4 +1,4 @@
-"""YOLACT training losses (SPEC §5, mmdetection YOLACT as the maIoU configs run it).
+"""YOLACT training losses (docs/design.md §8, mmdetection YOLACT as the maIoU configs run it).
 
 `losses(out, targets, matched, weights)` takes the model output (`model.yolact`), the batch
 targets (per image `boxes` [G,4] in input pixels, `labels` [G] int64 0..C-1, `masks` bool [G,S,S])

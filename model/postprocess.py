@@ -1,4 +1,4 @@
-"""Detections in original-image coordinates from the raw model output (SPEC §5 inference, mmdet test cfg).
+"""Detections in original-image coordinates from the raw model output (docs/design.md §8 inference, mmdet test cfg).
 
 Steps, batched over images where the shapes allow:
 1. class probabilities = softmax(cls) without background; per level, the `nms_pre` anchors with the

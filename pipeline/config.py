@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 
-
 @dataclass(frozen=True)
 class AssignerSpec:
     """What the pipeline needs to know of one assigner besides its code (in `assigners`)."""

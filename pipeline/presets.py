@@ -48,7 +48,7 @@ def _synthetic() -> Config:
 
 
 def _paper() -> Config:
-    # SPEC §6 on COCO from a local path: 4 GPUs × 8 images per trial, 55 epochs, step schedule.
+    # docs/design.md §9 on COCO from a local path: 4 GPUs × 8 images per trial, 55 epochs, step schedule.
     return Config(
         data=DataConfig(data_dir="/data/coco", train_json="annotations/instances_train2017.json",
                         val_json="annotations/instances_val2017.json", image_root="{split}2017",

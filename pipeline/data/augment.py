@@ -1,4 +1,4 @@
-"""Training augmentation (SPEC §6, in the official mmdetection pipeline order) and the
+"""Training augmentation (docs/design.md §9, in the official mmdetection pipeline order) and the
 evaluation resize, on numpy arrays, for one image and its instances.
 
 Training: photometric distortion -> expand (p 0.5, ratio U(1, 4), mean fill) -> min-IoU random

@@ -131,7 +131,7 @@ def valid_categories(raw: list, json_path: str) -> tuple[dict[int, dict], set[in
 
 
 def valid_images(raw: list, image_root: str, verify: bool,
-                  problems: Problems) -> tuple[dict[int, dict], set]:
+                 problems: Problems) -> tuple[dict[int, dict], set]:
     """Valid images by id, and the ids of the dropped ones (their annotations go with them)."""
     counts = Counter(im.get("id") for im in raw if isinstance(im, dict))
     images: dict[int, dict] = {}
@@ -158,7 +158,7 @@ def valid_images(raw: list, image_root: str, verify: bool,
 
 
 def valid_annotations(raw: list, images: dict[int, dict], dropped_images: set, categories: dict[int, dict],
-                       background_ids: set[int], problems: Problems) -> tuple[list[dict], int, int]:
+                      background_ids: set[int], problems: Problems) -> tuple[list[dict], int, int]:
     """Valid annotations, and how many went with a dropped image or were of a background class."""
     counts = Counter(a.get("id") for a in raw if isinstance(a, dict))
     anns = []

@@ -1,6 +1,6 @@
 """Datasets and batches: COCO-format records -> augmented samples -> `Batch`.
 
-Batch contract (DESIGN §3), `Batch(images, targets)`:
+Batch contract (docs/design.md §3), `Batch(images, targets)`:
     images   float32 [B, 3, S, S], normalised RGB
     targets  list of B dicts:
         boxes      float32 [G, 4]  xyxy in S×S input pixels (tight boxes of the masks)

@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from pipeline.data.coco import ImageRecord, load_coco
 from pipeline.data.datasets import SPLITS, parquet_split_dir, split_paths
-from pipeline.data.instance_table import (LAYOUTS, SCHEMA_VERSION, InstanceStore, columns_to_table, record_columns,
-                                     validate_table)
+from pipeline.data.instance_table import (LAYOUTS, SCHEMA_VERSION, InstanceStore, columns_to_table,
+                                          record_columns, validate_table)
 
 MANIFEST = "_manifest.json"
 # What a directory's tables depend on: the manifest's and every shard's record of its plan.

@@ -25,8 +25,8 @@ from torch import nn
 
 from model import postprocess
 from model.anchors import count_anchors, pyramid_sizes
-from pipeline.data.coco import load_image
 from pipeline.config import Config, EvalConfig, apply_overrides
+from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, collate
 from pipeline.eval.coco_eval import evaluate_results, predictions_to_coco_results, write_results_json
 from pipeline.eval.model_files import build_model, model_file, read_config, unwrap

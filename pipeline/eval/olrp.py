@@ -1,4 +1,4 @@
-"""Optimal LRP (oLRP), the LRP-Error (TPAMI 2022) definition, for `segm` and `bbox` (SPEC §7).
+"""Optimal LRP (oLRP), the LRP-Error (TPAMI 2022) definition, for `segm` and `bbox` (docs/design.md §10).
 
 Matching is pycocotools' own: this module reads the per-image results of a `COCOeval` that has
 run `.evaluate()` (greedy COCO matching at `iouThrs[0]` = 0.5, area "all", the top

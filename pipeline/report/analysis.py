@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from assigners import box_iou, mask_aware_iou
-from pipeline.report.anchor_grids import input_anchors
 from pipeline.data.instance_table import InstanceStore
+from pipeline.report.anchor_grids import input_anchors
 from pipeline.report.plots import plot_iou_vs_maiou, plot_mob_distribution
 
 

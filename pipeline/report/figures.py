@@ -23,11 +23,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from assigners import ASSIGNERS, mob_ratio
+from pipeline.config import Config
+from pipeline.data.augment import MEAN, STD, AugmentParams
+from pipeline.data.datasets import InstanceDataset, load_split
 from pipeline.report.analysis import overlap_pairs
 from pipeline.report.anchor_grids import input_anchors
-from pipeline.data.augment import MEAN, STD, AugmentParams
-from pipeline.config import Config
-from pipeline.data.datasets import InstanceDataset, load_split
 from pipeline.report.plots import plot_iou_vs_maiou, plot_mob_distribution, save_figure
 from pipeline.report.table import BEST_BY, Row
 
@@ -78,9 +78,8 @@ def scan_validation(cfg: Config, scale: int, max_images: int = MAX_IMAGES):
     """(MOB [N], labels [N], IoU [P], maIoU [P], candidate images, category names) over the first
     validation images with ground truths, at the evaluation geometry of `scale`."""
     data = replace(cfg.data, scale=scale)
-    ds = InstanceDataset(load_split(data, "val"), AugmentParams(scale=scale, train=False,
-                                                                 min_box_size=data.min_box_size),
-                         "loader", keep_empty=False)
+    params = AugmentParams(scale=scale, train=False, min_box_size=data.min_box_size)
+    ds = InstanceDataset(load_split(data, "val"), params, "loader", keep_empty=False)
     anchors, counts = input_anchors("atss", scale)
     mobs, labels, ious, maious, images = [], [], [], [], []
     for index in range(min(len(ds), max_images)):

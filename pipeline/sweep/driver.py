@@ -35,8 +35,8 @@ from ray import tune
 
 from pipeline import tracking
 from pipeline.config import Config, SweepConfig
-from pipeline.sweep.grid import Cell, cell_config, grid_cells
 from pipeline.ray_utils import init_ray, quiet_logs
+from pipeline.sweep.grid import Cell, cell_config, grid_cells
 from pipeline.sweep.results import finished_results, missing_cells
 from pipeline.sweep.record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
                                    latest_sweep, new_sweep_name, sweep_dir, sweeps_root)

@@ -26,9 +26,10 @@ from assigners import ASSIGNERS, BACKGROUND, IGNORE
 from model import losses
 from pipeline.config import Config
 from pipeline.data.datasets import InstanceDataset, ShardedSampler, batch_to, build_datasets, collate
-from pipeline.eval.model_files import build_model
 from pipeline.data.shards import ResumableBatchSampler, iters_per_epoch
+from pipeline.eval.model_files import build_model
 from pipeline.train.step import build_optimizer, loss_weights, make_lr_lambda
+
 
 def _loader_worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader processes: threads inside them only contend with training

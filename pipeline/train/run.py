@@ -24,12 +24,12 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
-from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
-from pipeline.train.checkpoint import STATE_FILE
 from pipeline.config import Config
 from pipeline.data.datasets import dataset_dir
 from pipeline.data.precompute import ensure_precomputed
+from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
 from pipeline.ray_utils import init_ray, worker_runtime_env
+from pipeline.train.checkpoint import STATE_FILE
 from pipeline.train.loop import train_loop_per_worker
 
 LOCAL_CHECKPOINTS = "local_checkpoints"  # num_workers=0 runs keep their checkpoints here

@@ -1,4 +1,4 @@
-"""One training step and the schedule around it (SPEC §6). Pure torch: Ray lives in trainer.py.
+"""One training step and the schedule around it (docs/design.md §9). Pure torch: Ray lives in loop.py and run.py.
 
 `train_step(model, batch, assign_fn, optimizer, ...)`:
   batch → model (bf16 autocast on CUDA only) → `assign_fn` per image (the assigners' contract,
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from pipeline.config import TrainConfig, resolve_mask_loss_weight
 from pipeline.eval.runtime import amp_active, autocast
 
-STEP_DECAY = 0.1  # SPEC §6: ×0.1 at each milestone
+STEP_DECAY = 0.1  # docs/design.md §9: ×0.1 at each milestone
 SCHEDULES = ("step", "cosine")
 LOSS_PREFIX = "loss_"
 
@@ -92,7 +92,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int):
 
 
 def loss_weights(cfg: TrainConfig) -> dict[str, float]:
-    """The weights `model.losses` takes (SPEC §5); mask 6.125 (fixed IoU) or 8 (ATSS)."""
+    """The weights `model.losses` takes (docs/design.md §8); the mask weight per `resolve_mask_loss_weight`."""
     return {"loss_cls": cfg.loss_cls, "loss_box": cfg.loss_box,
             "loss_mask": resolve_mask_loss_weight(cfg), "loss_sem": cfg.loss_sem}
 

@@ -1,4 +1,4 @@
-"""The overlaps against brute force, by hand, and their properties (SPEC §2)."""
+"""The overlaps against brute force, by hand, and their properties (docs/design.md §5)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Properties of the overlaps (SPEC §2), on integer-aligned boxes with masks inside their box."""
+"""Properties of the overlaps (docs/design.md §5), on integer-aligned boxes with masks inside their box."""
 import pytest
 import torch
 from hypothesis import given, settings

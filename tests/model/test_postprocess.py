@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from model import Yolact, fast_nms, postprocess, standard_nms
-from pipeline.config import EvalConfig
 from model.nms import nms
+from pipeline.config import EvalConfig
 
 
 def _random_boxes(g, B, N, spread=100.0, size=30.0):

@@ -1,10 +1,10 @@
 import numpy as np
 
-from pipeline.report import analysis as AN
-from pipeline.report.anchor_grids import input_anchors
 from pipeline.data.coco import decode_masks
 from pipeline.data.instance_table import InstanceStore
 from pipeline.data.synthetic import generate
+from pipeline.report import analysis as AN
+from pipeline.report.anchor_grids import input_anchors
 from tests.pipeline.fixtures_data import write_tables_without_ray
 
 

@@ -4,9 +4,9 @@ import torch
 from dataclasses import replace
 
 from assigners import MaskIntegrals
+from pipeline.config import DataConfig
 from pipeline.data import datasets as D
 from tests.fixtures.loaders import iterate_batches, make_loader
-from pipeline.config import DataConfig
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from pipeline.eval.coco_eval import (AP_NAMES, evaluate_predictions, evaluate_results,
-                               predictions_to_coco_results, write_results_json)
+from pipeline.eval.coco_eval import (AP_NAMES, evaluate_predictions, evaluate_results, predictions_to_coco_results,
+                                     write_results_json)
 from pipeline.eval.olrp import COMPONENTS, UNDEFINED
 from tests.pipeline.coco_tiny import box_mask, make_coco, make_prediction
 

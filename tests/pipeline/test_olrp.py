@@ -1,4 +1,4 @@
-"""oLRP (SPEC §7, LRP-Error TPAMI definition): hand-computed cases and a brute-force reference.
+"""oLRP (docs/design.md §10, LRP-Error TPAMI definition): hand-computed cases and a brute-force reference.
 
 Hand cases (rectangles, so mask IoU = box IoU and segm = bbox; τ = 0.5, weight 1/(1−τ) = 2):
 
@@ -26,7 +26,7 @@ import pytest
 
 from pipeline.eval.coco_eval import evaluate_predictions, run_cocoeval, predictions_to_coco_results
 from pipeline.eval.olrp import (TIE_TOL, UNDEFINED, RankedDetections, olrp_per_class, optimal_lrp,
-                           summarize_olrp)
+                                summarize_olrp)
 from tests.pipeline.coco_tiny import box_mask, make_coco, make_prediction
 
 SIZE = (100, 100)

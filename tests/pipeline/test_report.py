@@ -8,11 +8,11 @@ import pytest
 
 from pipeline import tracking
 from pipeline.config import Config, SweepConfig, TrackingConfig
-from pipeline.sweep.grid import Cell, grid_cells
 from pipeline.report.build import build_report
 from pipeline.report.table import COLUMNS, summarise, to_markdown
-from pipeline.sweep.results import CellResult, collect
+from pipeline.sweep.grid import Cell, grid_cells
 from pipeline.sweep.record import KIND_SWEEP, KIND_TAG, SWEEP_TAG, SweepRecord
+from pipeline.sweep.results import CellResult, collect
 
 # (scale, assigner, seed) -> mask AP; the other metrics are derived from it below.
 MASK_AP = {

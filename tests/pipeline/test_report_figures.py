@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config, DataConfig, SweepConfig
-from pipeline.sweep.grid import Cell, grid_cells
-from pipeline.report.table import summarise
-from pipeline.sweep.results import CellResult
-from pipeline.report.figures import make_figures, plot_mask_ap, scan_validation
-from pipeline.sweep.record import SweepRecord
 from pipeline.data.synthetic import ensure_synthetic
+from pipeline.report.figures import make_figures, plot_mask_ap, scan_validation
+from pipeline.report.table import summarise
+from pipeline.sweep.grid import Cell, grid_cells
+from pipeline.sweep.record import SweepRecord
+from pipeline.sweep.results import CellResult
 
 SCALE = 128
 PNG_MAGIC = b"\x89PNG"

@@ -6,10 +6,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pipeline.config import DataConfig
 from pipeline.data import scenes as SC
 from pipeline.data import synthetic as S
 from pipeline.data.coco import decode_masks, load_coco
-from pipeline.config import DataConfig
 
 
 @pytest.fixture(scope="module")

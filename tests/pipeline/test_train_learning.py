@@ -12,8 +12,8 @@ import pytest
 from pipeline.config import apply_overrides
 
 from pipeline.presets import get_preset
-from pipeline.train.run import run_training
 from pipeline.tracking import sqlite_uri
+from pipeline.train.run import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ import torch
 from mlflow import MlflowClient
 
 from pipeline.eval.model_files import MODEL_FILE, load_weights
+from pipeline.eval.model_files import build_model
+from pipeline.tracking import resolve_tracking_uri
 from pipeline.train.loop import _window_metrics
 from pipeline.train.run import run_training
-from pipeline.tracking import resolve_tracking_uri
-from pipeline.eval.model_files import build_model
 from tests.pipeline.train_support import tiny_config
 
 ITERS = 4

@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 
 from pipeline.eval.model_files import MODEL_FILE
 from pipeline.ray_utils import init_ray
+from pipeline.tracking import CELL_KEY_TAG, PARENT_TAG, open_run, resolve_tracking_uri
 from pipeline.train.loop import CRASH_MARKER
 from pipeline.train.run import run_training
-from pipeline.tracking import CELL_KEY_TAG, PARENT_TAG, open_run, resolve_tracking_uri
 from tests.pipeline.train_support import tiny_config
 
 pytestmark = pytest.mark.slow

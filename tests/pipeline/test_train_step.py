@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from assigners import ASSIGNERS
-from pipeline.train.step import train_step
 from pipeline.train.parts import build_parts
+from pipeline.train.step import train_step
 from tests.pipeline.train_support import tiny_config
 
 CPU = torch.device("cpu")
