@@ -153,7 +153,7 @@ class EvalConfig:
     max_per_img: int = 100
     mask_thr: float = 0.5
     fast_nms: bool = True
-    eval_every: int = 0  # iterations; 0 = at the end only
+    eval_every: int = 0  # evaluate on the val set every N iterations too (MLflow curves); 0 = at the end only
     fps_warmup: int = 10
     fps_runs: int = 50
     overlays: int = 4

@@ -228,8 +228,22 @@ def child_runs(tracking: TrackingConfig, parent_run_id: str) -> list:
         order_by=["attributes.start_time DESC"]))
 
 
+PERIODIC_EVAL_KEY = "eval/periodic"  # marks a report that carries a mid-training evaluation
+
+
+def step_metrics(reported: dict[str, Any], prefix: str = "train/") -> dict[str, Any]:
+    """What one `ray.train.report` of rank 0 logs at its iteration: the `train/` entries, and
+    every metric of a mid-training evaluation (under the final metrics' own names, so that
+    MLflow draws each as a curve over iterations). The final report's metrics are logged once,
+    by the driver, and not here."""
+    if reported.get(PERIODIC_EVAL_KEY):
+        return {k: v for k, v in _numeric(reported).items()
+                if k not in (PERIODIC_EVAL_KEY, "iteration", "epoch") and v == v}  # v == v: not NaN
+    return {k: v for k, v in reported.items() if k.startswith(prefix)}
+
+
 class ReportToMlflow(ray.train.UserCallback):
-    """Logs rank 0's `train/*` metrics of every `ray.train.report` to one MLflow run.
+    """Logs rank 0's `step_metrics` of every `ray.train.report` to one MLflow run.
 
     Runs in the Ray Train controller actor (one writer per run, whatever happens to workers).
     `step_key` names the reported entry used as the MLflow step.
@@ -244,6 +258,6 @@ class ReportToMlflow(ray.train.UserCallback):
         if not metrics or not metrics[0]:
             return
         rank0 = metrics[0]
-        wanted = {k: v for k, v in rank0.items() if k.startswith(self.prefix)}
+        wanted = step_metrics(rank0, self.prefix)
         if wanted:
             self.logger.log_metrics(wanted, step=int(rank0.get(self.step_key, 0)))

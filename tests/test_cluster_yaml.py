@@ -20,6 +20,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
+LOCK = ROOT / "requirements.lock"
 LOOPBACK = "127.0.0.1"
 
 
@@ -81,8 +82,11 @@ def lint(cfg: dict, ray_version: str) -> list[str]:
     if not any(remote.endswith("/.ray/auth_token") for remote in cfg.get("file_mounts", {})):
         problems.append("the auth token is not mounted on the nodes")
     mounts = cfg.get("file_mounts", {})
-    if not any(f"pip install -q {remote}" in setup for remote, local in mounts.items() if local == "."):
-        problems.append("setup_commands do not install the project mounted from '.'")
+    project = [remote for remote, local in mounts.items() if local == "."]
+    if not any(f"pip install -q --no-deps {remote}" in setup for remote in project):
+        problems.append("setup_commands do not install the project mounted from '.' (without resolving)")
+    if not any(f"-r {remote}/{LOCK.name}" in setup for remote in project):
+        problems.append(f"setup_commands do not install {LOCK.name}")
     return problems
 
 
@@ -98,15 +102,38 @@ def test_cluster_yaml_passes_our_lint():
     assert lint(_load(), ray.__version__) == []
 
 
-def test_setup_pins_match_the_development_environment():
-    """The cluster installs what we test with: every `name==version` pin equals the installed one."""
-    from importlib.metadata import version
+def _lock() -> dict[str, str]:
+    """requirements.lock as {normalised name: version}."""
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
 
+
+def test_setup_installs_exactly_the_lock_and_the_makefiles_torch():
+    """The cluster installs what `make setup` installs: the Makefile's torch pin, then the lock."""
     setup = " ".join(_load()["setup_commands"])
     pins = dict(re.findall(r'"([A-Za-z0-9_.-]+)==([\w.+]+)"', setup))
-    assert {"torch", "mlflow", "pycocotools"} <= set(pins)
-    for name, pinned in pins.items():
-        assert version(name).split("+")[0] == pinned, name
+    assert set(pins) == {"torch"}, "every pin but torch comes from requirements.lock"
+    (make_torch,) = re.findall(r"^TORCH\s*\?=\s*torch==([\w.+]+)", (ROOT / "Makefile").read_text(), re.M)
+    assert pins["torch"] == make_torch
+
+
+def test_lock_pins_every_declared_dependency_within_its_range():
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    lock = _lock()
+    assert "torch" not in lock  # the Makefile pins it, per machine (CPU or CUDA build)
+    for spec in map(Requirement, declared):
+        name = re.sub(r"[-_.]+", "-", spec.name).lower()
+        if name == "torch":
+            continue
+        assert name in lock, f"{spec.name} is not in {LOCK.name}: run make lock"
+        assert spec.specifier.contains(lock[name], prereleases=True), f"{spec} vs locked {lock[name]}"
 
 
 def _mutated(path: list, value):

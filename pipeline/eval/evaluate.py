@@ -1,14 +1,20 @@
 """Evaluating a trained model on the validation set: COCO metrics, fps, overlays. No Ray.
 
 `evaluate_model(model, val_set, eval_cfg, device, rank=0, world=1, out_dir=None)`:
-1. every rank predicts its share of the val images (indices rank, rank+W, …; eval resize, no
-   augmentation), post-processes them to original-image coordinates (`model.postprocess`) and
-   turns them into COCO results (RLE masks, original category ids) right away, so only compact
-   results cross processes;
-2. the results are gathered on rank 0 (`all_gather_object` when a process group is up), which
-   computes `segm/…` and `bbox/…` AP and oLRP (`pipeline.eval.coco_eval`), the fps of model +
-   post-processing at batch 1 (`pipeline.eval.speed`), and writes `coco_results.json` and
-   `overlays/<image_id>.png` for the first `eval_cfg.overlays` images into `out_dir`.
+1. every rank takes rank 0's parameters and buffers (`broadcast_state`): under DDP each rank's
+   BatchNorm statistics drift apart after the last synchronising forward, and the checkpoint
+   holds rank 0's, so this is what makes the logged metrics equal `jobs.evaluate`'s on that
+   checkpoint, digit for digit, whatever the number of workers;
+2. every rank predicts its share of the val images — whole global batches dealt out
+   round-robin (`shard_batches`), so each image meets the same batch as in one process (eval
+   resize, no augmentation) — post-processes them to original-image coordinates
+   (`model.postprocess`) and turns them into COCO results (RLE masks, original category ids)
+   right away, so only compact results cross processes;
+3. the results are gathered on rank 0 (`all_gather_object` when a process group is up) in the
+   dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP
+   (`pipeline.eval.coco_eval`), the fps of model + post-processing at batch 1
+   (`pipeline.eval.speed`), and writes `coco_results.json` and `overlays/<image_id>.png` for the
+   first `eval_cfg.overlays` images into `out_dir`.
 Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}.
 
 `evaluate_checkpoint(path, ...)` rebuilds the model from a checkpoint's `config.json` and runs
@@ -31,7 +37,7 @@ from pipeline.data.datasets import InstanceDataset, build_dataset, collate
 from pipeline.eval.coco_eval import evaluate_results, predictions_to_coco_results, write_results_json
 from pipeline.eval.model_files import build_model, model_file, read_config, unwrap
 from pipeline.eval.overlays import save_overlay
-from pipeline.eval.runtime import all_gather, amp_active, autocast
+from pipeline.eval.runtime import all_gather, amp_active, autocast, broadcast_state, cpu_threads
 from pipeline.eval.speed import measure_fps
 
 RESULTS_FILE = "coco_results.json"
@@ -92,34 +98,63 @@ def write_overlays(model: nn.Module, dataset: InstanceDataset, count: int, out_d
     return paths
 
 
+def shard_batches(n: int, batch_size: int, rank: int, world: int) -> list[int]:
+    """This rank's image indices: the global batches [0, b), [b, 2b), … dealt out round-robin.
+
+    Every batch holds the same images whatever the number of ranks (only the last one may be
+    short), so each image goes through the network in the same batch as in one process.
+    """
+    starts = range(rank * batch_size, n, world * batch_size)
+    return [i for s in starts for i in range(s, min(s + batch_size, n))]
+
+
+def in_dataset_order(dataset: InstanceDataset, results: list[dict]) -> list[dict]:
+    """`results` stably sorted by their image's position in the dataset: the order one process
+    produces, which COCOeval's tie-breaking between equal scores depends on."""
+    position = {int(r.image_id): i for i, r in enumerate(dataset.records)}
+    return sorted(results, key=lambda r: position[int(r["image_id"])])
+
+
 def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
                    device: torch.device, *, batch_size: int = 4, amp: bool = False, rank: int = 0,
-                   world: int = 1, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Metrics on rank 0 (see the module docstring); {} on the other ranks."""
+                   world: int = 1, threads: int = 1, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Metrics on rank 0 (see the module docstring); {} on the other ranks.
+
+    On a CPU device everything runs with `threads` torch threads: pass the training worker's
+    count (`train.cpus_per_worker`) for numbers that equal the run's own, digit for digit.
+    """
     core = unwrap(model)
     was_training = core.training
     core.eval()
     try:
-        mine = list(range(rank, len(dataset), world))
-        mine_results = predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp)
-        results = [r for part in all_gather(mine_results, world) for r in part]
-        if rank != 0:
-            return {}
-        metrics: dict[str, Any] = evaluate_results(
-            dataset.coco, results, segm_area_from_box=eval_cfg.segm_area_from_box)
-        fps = speed(core, dataset, eval_cfg, device, amp) if eval_cfg.fps_runs > 0 else {}
-        metrics["fps"] = fps.get("fps", float("nan"))
-        metrics["fps_device"] = fps.get("device", str(device))
-        metrics["fps_precision"] = fps.get("precision", precision_name(device, amp))
-        metrics["num_anchors"] = count_anchors(core.anchor_grid, pyramid_sizes(dataset.params.scale),
-                                               core.scales_per_level)
-        if out_dir is not None:
-            out_dir = Path(out_dir)
-            write_results_json(results, out_dir / RESULTS_FILE)
-            write_overlays(core, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, amp)
-        return metrics
+        with cpu_threads(device, threads):
+            return _evaluate(core, dataset, eval_cfg, device, batch_size, amp, rank, world, out_dir)
     finally:
         core.train(was_training)
+
+
+def _evaluate(core: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig, device: torch.device,
+              batch_size: int, amp: bool, rank: int, world: int, out_dir: str | Path | None) -> dict[str, Any]:
+    """Steps 1–3 of the module docstring, on the unwrapped model in eval mode."""
+    broadcast_state(core, world)
+    mine = shard_batches(len(dataset), batch_size, rank, world)
+    mine_results = predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp)
+    results = in_dataset_order(dataset, [r for part in all_gather(mine_results, world) for r in part])
+    if rank != 0:
+        return {}
+    metrics: dict[str, Any] = evaluate_results(
+        dataset.coco, results, segm_area_from_box=eval_cfg.segm_area_from_box)
+    fps = speed(core, dataset, eval_cfg, device, amp) if eval_cfg.fps_runs > 0 else {}
+    metrics["fps"] = fps.get("fps", float("nan"))
+    metrics["fps_device"] = fps.get("device", str(device))
+    metrics["fps_precision"] = fps.get("precision", precision_name(device, amp))
+    metrics["num_anchors"] = count_anchors(core.anchor_grid, pyramid_sizes(dataset.params.scale),
+                                           core.scales_per_level)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_results_json(results, out_dir / RESULTS_FILE)
+        write_overlays(core, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, amp)
+    return metrics
 
 
 def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str | None = None,
@@ -135,4 +170,4 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
     model.to(dev)
     val_set = build_dataset(cfg.data, "val")  # the train split is not even read
     return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,
-                          amp=cfg.train.amp, out_dir=out_dir)
+                          amp=cfg.train.amp, threads=cfg.train.cpus_per_worker, out_dir=out_dir)

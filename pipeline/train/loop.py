@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,7 @@ def _report(metrics: dict[str, Any], parts: WorkerParts, progress: dict[str, Any
     `train/` metrics that the (absent) controller callback would.
     """
     if local_logger is not None:  # num_workers=0: no controller to run ReportToMlflow
-        local_logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("train/")},
-                                 step=int(metrics["iteration"]))
+        local_logger.log_metrics(tracking.step_metrics(metrics), step=int(metrics["iteration"]))
     if not with_checkpoint:
         ray.train.report(metrics)
         return
@@ -165,8 +165,25 @@ def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_di
                 metrics = _window_metrics(window, progress, parts.world, parts.device)
                 window = []
                 _report(metrics, parts, progress, local_dir, local_logger, with_checkpoint=ckpt_now)
+            if cfg.eval.eval_every and it % cfg.eval.eval_every == 0 and it < total:
+                _periodic_evaluation(parts, progress, local_dir, local_logger)
             if it >= total:
                 break
+
+
+def _periodic_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: Path | None,
+                         local_logger: tracking.RunLogger | None) -> None:
+    """Every metric of the final evaluation but fps (timing is the final evaluation's job), at
+    this iteration; the step's random state is left as it was, so the run's result does not
+    depend on whether or how often it evaluates."""
+    cfg = parts.cfg
+    rng = capture_rng()
+    metrics = evaluate_model(parts.model, parts.val_set, replace(cfg.eval, fps_runs=0), parts.device,
+                             batch_size=cfg.train.batch_size, amp=cfg.train.amp, rank=parts.rank,
+                             world=parts.world, threads=cfg.train.cpus_per_worker)
+    restore_rng(rng)
+    _report({"iteration": progress["iteration"], "epoch": progress["epoch"], **metrics,
+             tracking.PERIODIC_EVAL_KEY: 1}, parts, progress, local_dir, local_logger)
 
 
 def _final_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: Path | None,
@@ -176,7 +193,8 @@ def _final_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: P
     with tempfile.TemporaryDirectory() as out_dir:
         final = evaluate_model(parts.model, parts.val_set, cfg.eval, parts.device,
                                batch_size=cfg.train.batch_size, amp=cfg.train.amp, rank=rank,
-                               world=parts.world, out_dir=out_dir if rank == 0 else None)
+                               world=parts.world, threads=cfg.train.cpus_per_worker,
+                               out_dir=out_dir if rank == 0 else None)
         metrics = {"iteration": progress["iteration"], **final, "train_time": progress["train_time"],
                    "train/skipped_steps": progress["skipped_steps"],
                    "train/restarts": len(progress["resumes"]),

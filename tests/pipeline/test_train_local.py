@@ -5,8 +5,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline.eval.model_files import MODEL_FILE, load_weights
-from pipeline.eval.model_files import build_model
+from pipeline.eval.evaluate import evaluate_checkpoint
+from pipeline.eval.model_files import MODEL_FILE, build_model, load_weights
 from pipeline.tracking import resolve_tracking_uri
 from pipeline.train.loop import _window_metrics
 from pipeline.train.run import run_training
@@ -36,6 +36,30 @@ def test_in_process_run_keeps_checkpoints_and_logs_steps(local_run):
     assert [m.step for m in client.get_metric_history(result["run_id"], "train/loss")] == [2, 4]
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED" and "segm/AP" in run.data.metrics
+
+
+TIMING = ("fps", "train_time", "wall_time")
+
+
+def test_logged_metrics_equal_jobs_evaluate_on_the_final_checkpoint(local_run, tmp_path):
+    _, result = local_run
+    again = evaluate_checkpoint(result["checkpoint"], out_dir=tmp_path)
+    same = {k: v for k, v in again.items() if isinstance(v, float) and not k.startswith(TIMING)}
+    assert len(same) >= 20
+    assert same == {k: result["metrics"][k] for k in same}  # digit for digit
+
+
+def test_evaluation_during_training_logs_curves_and_changes_nothing(local_run, root):
+    cfg, plain = local_run
+    evaluated = run_training(tiny_config(root, f"train.max_iters={ITERS}", "train.log_every=2",
+                                         "train.checkpoint_every=2", "eval.eval_every=2"),
+                             run_name="local-eval-every")
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking))
+    for name in ("segm/AP", "bbox/AP", "segm/oLRP", "bbox/oLRP_FN"):
+        assert [m.step for m in client.get_metric_history(evaluated["run_id"], name)] == [2, ITERS]
+    assert not client.get_metric_history(evaluated["run_id"], "eval/periodic")
+    final = {k: v for k, v in plain["metrics"].items() if isinstance(v, float) and not k.startswith(TIMING)}
+    assert final == {k: evaluated["metrics"][k] for k in final}  # evaluating does not change training
 
 
 def test_fine_tuning_from_our_checkpoint_with_another_class_count(local_run):

@@ -125,3 +125,19 @@ def test_rerun_of_a_finished_run_returns_it(uninterrupted, root):
     assert again["metrics"]["segm/AP"] == uninterrupted["metrics"]["segm/AP"]
     with pytest.raises(ValueError, match="another configuration"):
         run_training(_cfg(root, "train.lr=0.5"), run_name="plain")
+
+
+TIMING = ("fps", "train_time", "wall_time")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_logged_metrics_equal_jobs_evaluate_on_the_final_checkpoint(workers, cluster, root, uninterrupted,
+                                                                    tmp_path):
+    from pipeline.eval.evaluate import evaluate_checkpoint
+
+    result = uninterrupted if workers == 2 else run_training(
+        _cfg(root, "train.num_workers=1"), run_name="one-worker")
+    again = evaluate_checkpoint(result["checkpoint"], out_dir=tmp_path)
+    same = {k: v for k, v in again.items() if isinstance(v, float) and not k.startswith(TIMING)}
+    assert len(same) >= 20
+    assert same == {k: result["metrics"][k] for k in same}  # digit for digit
