@@ -37,6 +37,9 @@ ASSIGNER_TABLE: dict[str, AssignerSpec] = {
     "atss_gmaiou": AssignerSpec("ATSS w. GmaIoU", "atss", 8.0, needs_masks=True),
 }
 ASSIGNER_NAMES = tuple(ASSIGNER_TABLE)
+# The report's baseline when a grid has it and `sweep.baseline` is not set: the ATSS the paper
+# changes only in its overlap.
+DEFAULT_BASELINE = "atss_iou"
 
 
 def assigner_spec(name: str) -> AssignerSpec:
@@ -189,6 +192,13 @@ class SweepConfig:
     # RAM, is far more than a CPU sweep needs.
     object_store_mb: int = 768
     report_images: int = 3  # validation images in the Fig.-1-style anchor picture
+    # The row every other row of a scale is compared with (an assigner, or a variant of
+    # `variants`); None: atss_iou when the grid has it, else the grid's first row.
+    baseline: str | None = None
+    # Paired bootstrap of the report's intervals: resamples of the validation images (and of the
+    # seeds of a row with several), and the seed that makes the intervals reproducible.
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,15 @@ def child_runs(tracking: TrackingConfig, parent_run_id: str) -> list:
         order_by=["attributes.start_time DESC"]))
 
 
+def download_artifact(tracking: TrackingConfig, run_id: str, artifact_path: str, dst: str | os.PathLike) -> Path | None:
+    """One artifact of a run copied under `dst`, or None when the run has no such artifact."""
+    client = MlflowClient(resolve_tracking_uri(tracking))
+    try:
+        return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
+    except (OSError, mlflow.exceptions.MlflowException):
+        return None
+
+
 PERIODIC_EVAL_KEY = "eval/periodic"  # marks a report that carries a mid-training evaluation
 
 

@@ -37,6 +37,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipeline.data.arrays import to_numpy
+from pipeline.eval.image_eval import ImageEval, image_eval
 from pipeline.eval.olrp import UNDEFINED, olrp_per_class, summarize_olrp
 
 IOU_TYPES = ("segm", "bbox")
@@ -188,14 +189,23 @@ def ap_metrics(coco_eval: COCOeval, prefix: str) -> dict[str, float]:
 def evaluate_results(coco_gt: COCO, results: list[dict], *, iou_types: Sequence[str] = IOU_TYPES,
                      segm_area_from_box: bool = True) -> dict[str, float]:
     """AP and oLRP keys for each IoU type from a COCO results list."""
+    return evaluate_per_image(coco_gt, results, iou_types=iou_types, segm_area_from_box=segm_area_from_box)[0]
+
+
+def evaluate_per_image(coco_gt: COCO, results: list[dict], *, iou_types: Sequence[str] = IOU_TYPES,
+                       segm_area_from_box: bool = True) -> tuple[dict[str, float], dict[str, ImageEval]]:
+    """`evaluate_results`, and per IoU type the per-image outcome the report resamples
+    (`pipeline.eval.image_eval`)."""
     _check_gt(coco_gt)
     _check_results(coco_gt, results)
     metrics: dict[str, float] = {}
+    per_image: dict[str, ImageEval] = {}
     for iou_type in iou_types:
         coco_eval = run_cocoeval(coco_gt, results, iou_type, segm_area_from_box=segm_area_from_box)
         metrics.update(ap_metrics(coco_eval, iou_type))
         metrics.update(summarize_olrp(olrp_per_class(coco_eval), iou_type))
-    return metrics
+        per_image[iou_type] = image_eval(coco_eval)
+    return metrics, per_image
 
 
 def evaluate_predictions(coco_gt: COCO, predictions: Iterable[dict], label_to_cat: Sequence[int], *,

@@ -14,7 +14,8 @@
    dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP
    (`pipeline.eval.coco_eval`), the fps of model + post-processing at batch 1
    (`pipeline.eval.speed`), and writes `coco_results.json` and `overlays/<image_id>.png` for the
-   first `eval_cfg.overlays` images into `out_dir`.
+   first `eval_cfg.overlays` images into `out_dir`, with `per_image.npz`, the per-image outcome
+   of COCO's matching that the report's bootstrap resamples (`pipeline.eval.image_eval`).
 Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}.
 
 `evaluate_checkpoint(path, ...)` rebuilds the model from a checkpoint's `config.json` and runs
@@ -34,13 +35,15 @@ from model.anchors import count_anchors, pyramid_sizes
 from pipeline.config import Config, EvalConfig, apply_overrides
 from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, collate
-from pipeline.eval.coco_eval import evaluate_results, predictions_to_coco_results, write_results_json
+from pipeline.eval import image_eval
+from pipeline.eval.coco_eval import evaluate_per_image, predictions_to_coco_results, write_results_json
 from pipeline.eval.model_files import build_model, model_file, read_config, unwrap
 from pipeline.eval.overlays import save_overlay
 from pipeline.eval.runtime import all_gather, amp_active, autocast, broadcast_state, cpu_threads
 from pipeline.eval.speed import measure_fps
 
 RESULTS_FILE = "coco_results.json"
+PER_IMAGE_FILE = "per_image.npz"  # `pipeline.eval.image_eval`: what the report resamples
 OVERLAY_DIR = "overlays"
 OVERLAY_SCORE_THR = 0.3  # draw only confident detections; evaluation uses all of them
 
@@ -142,8 +145,7 @@ def _evaluate(core: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig, d
     results = in_dataset_order(dataset, [r for part in all_gather(mine_results, world) for r in part])
     if rank != 0:
         return {}
-    metrics: dict[str, Any] = evaluate_results(
-        dataset.coco, results, segm_area_from_box=eval_cfg.segm_area_from_box)
+    metrics, per_image = evaluate_per_image(dataset.coco, results, segm_area_from_box=eval_cfg.segm_area_from_box)
     fps = speed(core, dataset, eval_cfg, device, amp) if eval_cfg.fps_runs > 0 else {}
     metrics["fps"] = fps.get("fps", float("nan"))
     metrics["fps_device"] = fps.get("device", str(device))
@@ -153,6 +155,7 @@ def _evaluate(core: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig, d
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_results_json(results, out_dir / RESULTS_FILE)
+        image_eval.save(per_image, out_dir / PER_IMAGE_FILE)
         write_overlays(core, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, amp)
     return metrics
 

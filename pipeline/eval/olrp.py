@@ -112,6 +112,19 @@ def _check_params(coco_eval) -> tuple[int, int]:
     return p.areaRngLbl.index(AREA_ALL), len(p.areaRng)
 
 
+def match_ious(coco_eval, img_id: int, cat_id: int, matched: np.ndarray, tp: np.ndarray) -> np.ndarray:
+    """The IoU of each TP detection of one image and class with the GT it matched [D], 0 elsewhere."""
+    iou = np.zeros(len(matched))
+    if tp.any():
+        # COCOeval keeps the IoU matrix [D, G]: rows are this image's detections in the same
+        # stable score order as evalImgs, columns the GTs in `_gts` order.
+        column = {g["id"]: j for j, g in enumerate(coco_eval._gts[img_id, cat_id])}
+        matrix = np.asarray(coco_eval.ious[img_id, cat_id])
+        for d in np.flatnonzero(tp):
+            iou[d] = matrix[d, column[int(matched[d])]]
+    return iou
+
+
 def ranked_detections(coco_eval, cat_id: int) -> RankedDetections:
     """Pool one class's per-image COCOeval results (area all, 100 dets) into rank order."""
     area_idx, num_areas = _check_params(coco_eval)
@@ -126,14 +139,7 @@ def ranked_detections(coco_eval, cat_id: int) -> RankedDetections:
         matched = np.asarray(e["dtMatches"])[0]  # [D] GT ids at IoU 0.5, UNMATCHED = none
         ignored = np.asarray(e["dtIgnore"])[0].astype(bool)  # [D]
         tp = (matched != UNMATCHED) & ~ignored  # [D]
-        iou = np.zeros(len(matched))
-        if tp.any():
-            # COCOeval keeps the IoU matrix [D, G]: rows are this image's detections in the same
-            # stable score order as evalImgs, columns the GTs in `_gts` order.
-            column = {g["id"]: j for j, g in enumerate(coco_eval._gts[img_id, cat_id])}
-            matrix = np.asarray(coco_eval.ious[img_id, cat_id])
-            for d in np.flatnonzero(tp):
-                iou[d] = matrix[d, column[int(matched[d])]]
+        iou = match_ious(coco_eval, img_id, cat_id, matched, tp)
         scores.append(np.asarray(e["dtScores"], dtype=np.float64))
         is_tp.append(tp)
         is_fp.append((matched == UNMATCHED) & ~ignored)

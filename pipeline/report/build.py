@@ -1,22 +1,32 @@
 """A sweep's report on disk and in MLflow, and the summary a finished sweep prints.
 
-`build_report(record)` reads the sweep's finished cells from MLflow (`pipeline.sweep.results`),
-writes `<sweep dir>/report/` — `table.md`, `table.csv` (`pipeline.report.table`) and
-`figures/*.png` (`pipeline.report.figures`) — and logs that folder to the sweep's parent run
-under `report/`. `finish_sweep(outcome)` does that for a sweep that just ran and prints the
+`build_report(record)` reads the sweep's finished cells from MLflow (`pipeline.sweep.results`)
+with each run's per-image evaluation (`evaluation/per_image.npz`), compares every row with its
+scale's baseline (`pipeline.report.compare`), writes `<sweep dir>/report/` — `table.md`,
+`table.csv` (`pipeline.report.table`) and `figures/*.png` (`pipeline.report.figures`) — logs
+that folder to the sweep's parent run under `report/`, and each row's differences from the
+baseline (`delta/segm_AP`, `delta/segm_AP_ci95_low`, …) to the row's own runs. `finish_sweep(outcome)` does that for a sweep that just ran and prints the
 table, where everything is, how to open the MLflow UI and how to resume.
 """
 from __future__ import annotations
 
+import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline import tracking
+from pipeline.eval import image_eval
+from pipeline.eval.evaluate import PER_IMAGE_FILE
+from pipeline.eval.image_eval import ImageEval
+from pipeline.report.compare import compare_rows
 from pipeline.report.table import Row, summarise, to_csv, to_markdown
 from pipeline.sweep.driver import TUNE_DIR, SweepOutcome, resume_command
 from pipeline.sweep.record import SweepRecord, sweep_dir
-from pipeline.sweep.results import finished_results, missing_cells
+from pipeline.sweep.results import CellResult, finished_results, missing_cells
+
+PER_IMAGE_ARTIFACT = f"evaluation/{PER_IMAGE_FILE}"  # where `pipeline.train.run` logs it
 
 
 @dataclass
@@ -29,13 +39,15 @@ class Report:
 
 
 def build_report(record: SweepRecord, *, figures: bool = True, log: bool = True) -> Report:
-    """Read the sweep's child runs, write table.md / table.csv / figures, log them to the parent."""
+    """Read the sweep's child runs, write table.md / table.csv / figures, log them to the parent
+    (and each row's differences from the baseline to its runs)."""
     results = finished_results(record)
     grid = record.grid
     rows = summarise(results, grid)
+    note = compare_rows(rows, _per_image(record, results), record.base_config().sweep)
     out = sweep_dir(record.base_config(), record.name) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    markdown = to_markdown(rows)
+    markdown = to_markdown(rows, note)
     (out / "table.md").write_text(markdown)
     (out / "table.csv").write_text(to_csv(rows))
     made: list[Path] = []
@@ -46,7 +58,33 @@ def build_report(record: SweepRecord, *, figures: bool = True, log: bool = True)
         logger = tracking.RunLogger(tracking.resolve_tracking_uri(record.tracking()), record.parent_run_id)
         logger.log_artifact(out, "report")
         logger.log_metrics({"report/cells_finished": len(results), "report/cells": len(grid)})
+        _log_deltas(record, rows)
     return Report(out, rows, markdown, missing_cells(record, results), made)
+
+
+def _per_image(record: SweepRecord, results: list[CellResult]) -> dict[str, dict[str, ImageEval]]:
+    """cell key -> the run's per-image outcomes, for the runs that logged them."""
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in results:
+            path = tracking.download_artifact(record.tracking(), r.run_id, PER_IMAGE_ARTIFACT, Path(tmp) / r.run_id)
+            if path is not None:
+                found[r.cell.key] = image_eval.load(path)
+    return found
+
+
+def _log_deltas(record: SweepRecord, rows: list[Row]) -> None:
+    """`delta/segm_AP`, `delta/segm_AP_ci95_low`, … of its row on every run of the row."""
+    uri = tracking.resolve_tracking_uri(record.tracking())
+    for row in rows:
+        values = {}
+        for key, d in row.deltas.items():
+            name = "delta/" + key.replace("/", "_")
+            values[name] = d.delta
+            if math.isfinite(d.low):
+                values.update({f"{name}_ci95_low": d.low, f"{name}_ci95_high": d.high})
+        for res in row.results if values else ():
+            tracking.RunLogger(uri, res.run_id).log_metrics(values)
 
 
 def finish_sweep(outcome: SweepOutcome) -> Report:

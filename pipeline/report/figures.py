@@ -1,7 +1,8 @@
 """The report's PNG figures (matplotlib's object API on the Agg canvas: no pyplot, no display).
 
 - `mask_ap.png`       mask AP per assigner (or model variant), one panel per scale: the mean over
-                      seeds with their sample std as error bars, the best bar of a scale in orange;
+                      seeds with its 95 % bootstrap interval as error bars (the seed std where
+                      no interval could be made), the significantly best bar of a scale in orange;
 - `mob.png`           the mask-over-box ratio of the validation ground truths (paper Fig. 3a);
 - `iou_vs_maiou.png`  joint histogram of IoU and maIoU over every (GT, ATSS anchor) pair with
                       IoU > 0 (Fig. 3c);
@@ -48,7 +49,7 @@ def plot_mask_ap(rows: list[Row], path: Path) -> Path | None:
         panel = [r for r in rows if r.scale == scale and BEST_BY in r.mean]
         means = [r.mean[BEST_BY] for r in panel]
         x = np.arange(len(panel))
-        ax.bar(x, means, yerr=[r.std.get(BEST_BY, 0.0) for r in panel], capsize=3,
+        ax.bar(x, means, yerr=_error_bars(panel), capsize=3,
                color=[BEST_COLOR if r.best else BAR_COLOR for r in panel], edgecolor="black", linewidth=0.5)
         for i, m in zip(x, means):
             ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
@@ -56,7 +57,22 @@ def plot_mask_ap(rows: list[Row], path: Path) -> Path | None:
         ax.set_title(f"scale {scale}")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("mask AP")
+    with_ci = any(BEST_BY in r.spread for r in rows)
+    fig.suptitle("error bars: 95 % bootstrap interval of each row (validation images"
+                 + (", seeds)" if any(r.n > 1 for r in rows) else ")") if with_ci
+                 else "no intervals: error bars are the seed std (none with 1 seed)", fontsize=8)
     return save_figure(fig, path)
+
+
+def _error_bars(panel: list[Row]) -> np.ndarray:
+    """[2, N] distances from each bar to the bottom and top of its interval (else ± seed std)."""
+    lo, hi = [], []
+    for r in panel:
+        mean = r.mean[BEST_BY]
+        low, high = r.spread.get(BEST_BY, (mean - r.std.get(BEST_BY, 0.0), mean + r.std.get(BEST_BY, 0.0)))
+        lo.append(max(mean - low, 0.0))
+        hi.append(max(high - mean, 0.0))
+    return np.array([lo, hi])
 
 
 @dataclass

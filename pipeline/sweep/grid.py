@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from pipeline.config import ASSIGNER_NAMES, ASSIGNER_TABLE, Config, apply_overrides
+from pipeline.config import (ASSIGNER_NAMES, ASSIGNER_TABLE, DEFAULT_BASELINE, Config, SweepConfig,
+                             apply_overrides)
 
 from pipeline.presets import VARIANTS
 
@@ -73,6 +74,23 @@ def validate_sweep(cfg: Config) -> None:
         raise ValueError(f"sweep.max_concurrent_trials must be >= 1, got {sw.max_concurrent_trials}")
     if sw.name is not None and not _is_safe_name(sw.name):
         raise ValueError(f"sweep.name {sw.name!r} may only hold letters, digits, '.', '_' and '-'")
+    if sw.baseline is not None and sw.baseline not in _row_names(sw):
+        raise ValueError(f"sweep.baseline {sw.baseline!r} is not a row of the grid; valid: {list(_row_names(sw))}")
+    if sw.bootstrap_resamples < 0:
+        raise ValueError(f"sweep.bootstrap_resamples must be >= 0 (0: no intervals), got {sw.bootstrap_resamples}")
+
+
+def _row_names(sw: SweepConfig) -> tuple[str, ...]:
+    """The report's rows of one scale: the model-option rows, or else the assigners."""
+    return sw.variants or sw.assigners
+
+
+def baseline_row(sw: SweepConfig) -> str:
+    """The row the report compares every other row of a scale with (`SweepConfig.baseline`)."""
+    if sw.baseline is not None:
+        return sw.baseline
+    names = _row_names(sw)
+    return DEFAULT_BASELINE if DEFAULT_BASELINE in names else names[0]
 
 
 def _is_safe_name(name: str) -> bool:

@@ -65,8 +65,12 @@ def test_mean_std_and_best_per_scale(sweep):
     assert r.std["segm/AP"] == pytest.approx(math.sqrt(((13 - 14) ** 2 * 2 + (16 - 14) ** 2) / 2))
     assert r.mean["bbox/AP"] == pytest.approx(14.0 + 7)  # column offset of bbox/AP in _metrics
     assert rows[(192, "atss_iou")].std["segm/AP"] == pytest.approx(2.0)
-    # best by mean mask AP: maIoU at 192 (14 > 12), IoU at 256 (21 > 20)
-    assert [k for k, r in rows.items() if r.best] == [(192, "atss_maiou"), (256, "atss_iou")]
+    # leading by mean mask AP: maIoU at 192 (14 > 12), IoU at 256 (21 > 20)
+    assert [k for k, r in rows.items() if r.leading] == [(192, "atss_maiou"), (256, "atss_iou")]
+    # these hand-made runs logged no per-image evaluation: no interval, so nothing is best
+    assert not any(r.best for r in rows.values())
+    assert rows[(192, "atss_maiou")].deltas["segm/AP"].delta == pytest.approx(2.0)
+    assert "without an interval" in report.markdown and "nothing is marked best" in report.markdown
     assert report.missing == []
 
 
@@ -80,12 +84,16 @@ def test_markdown_and_csv_on_disk(sweep):
     body = [ln for ln in lines[2:] if ln.startswith("|")]
     assert len(body) == 4
     cells = [c.strip() for c in body[1].strip("|").split("|")]
-    assert cells[:4] == ["192", "**ATSS w. maIoU**", "3", "**14.0 ± 1.7**"]
+    assert cells[:5] == ["192", "ATSS w. maIoU", "3", "14.0 ± 1.7", "+2.0"]  # no interval: no bold
+    assert "| Δ mask AP vs ATSS w. IoU [95 % CI] |" in lines[0]
     assert [c.strip() for c in body[0].strip("|").split("|")][1] == "ATSS w. IoU"
     assert cells[-2] == "1920"  # #anchors: integer column, no std (all seeds equal -> std 0)
     table = list(csv.DictReader(io.StringIO((report.directory / "table.csv").read_text())))
     assert [(int(t["scale"]), t["name"], int(t["best"])) for t in table] == [
-        (192, "atss_iou", 0), (192, "atss_maiou", 1), (256, "atss_iou", 1), (256, "atss_maiou", 0)]
+        (192, "atss_iou", 0), (192, "atss_maiou", 0), (256, "atss_iou", 0), (256, "atss_maiou", 0)]
+    assert {t["baseline"] for t in table} == {"ATSS w. IoU"}
+    assert (table[0]["mask_AP_delta"], table[0]["mask_AP_delta_ci95_low"]) == ("0.0", "")  # the baseline
+    assert float(table[1]["mask_AP_delta"]) == pytest.approx(2.0) and table[1]["mask_AP_delta_ci95_high"] == ""
     assert float(table[0]["segm/AP_mean"]) == pytest.approx(12.0)
     assert float(table[0]["segm/AP_std"]) == pytest.approx(2.0)
 
@@ -122,11 +130,11 @@ def test_single_seed_has_no_std_and_variants_use_model_column():
                CellResult(cells[1], "b", {"segm/AP": 30.4, "fps": float("nan")})]
     rows = summarise(results, cells)
     assert [r.label for r in rows] == ["YOLACT", "+ ATSS w. maIoU"]
-    assert rows[0].std == {} and rows[1].best and not rows[0].best
+    assert rows[0].std == {} and rows[1].leading and not rows[0].leading
     assert "fps" not in rows[1].mean  # NaN is not averaged in; shown as missing
     md = to_markdown(rows)
     assert md.splitlines()[0].startswith("| scale | model | seeds |")
-    assert "| 550 | **+ ATSS w. maIoU** | 1 | **30.4** |" in md
+    assert "| 550 | + ATSS w. maIoU | 1 | 30.4 |" in md  # leading, but not shown best without an interval
 
 
 def test_collect_keeps_newest_finished_run_per_cell():
@@ -148,10 +156,11 @@ def test_coco_undefined_metrics_and_all_tied_scales():
     assert rows[0].mean["segm/APL"] == pytest.approx(4.0) and "segm/APL" not in rows[0].std
     assert rows[0].mean["segm/APS"] == pytest.approx(3.0)
     assert "segm/APL" not in rows[1].mean
-    assert not any(r.best for r in rows)
+    assert not any(r.leading for r in rows)
     line = [ln for ln in to_markdown(rows).splitlines() if "ATSS w. maIoU" in ln][0]
     cols = [c.strip() for c in line.strip("|").split("|")]
-    assert cols[3] == "0.0" and cols[3 + [c.metric for c in COLUMNS].index("segm/APL")] == "n/a"
+    # +1: the Δ column that follows mask AP
+    assert cols[3] == "0.0" and cols[3 + 1 + [c.metric for c in COLUMNS].index("segm/APL")] == "n/a"
 
 
 def test_best_is_judged_at_the_shown_precision():
@@ -159,4 +168,4 @@ def test_best_is_judged_at_the_shown_precision():
              Cell(320, "atss_maiou", 0)]
     aps = [0.04, 0.01, 20.04, 20.12]  # 256: both show 0.0 -> no best; 320: 20.0 < 20.1
     rows = summarise([CellResult(c, str(i), {"segm/AP": ap}) for i, (c, ap) in enumerate(zip(cells, aps))], cells)
-    assert [r.best for r in rows] == [False, False, False, True]
+    assert [r.leading for r in rows] == [False, False, False, True]

@@ -1,0 +1,71 @@
+"""The report's paired bootstrap: against a literal reference, reproducible, and calibrated."""
+import numpy as np
+import pytest
+
+from pipeline.eval import image_eval as IE
+from pipeline.report.uncertainty import METRICS, RowDraws, difference, image_weights, row_draws, spread
+from tests.fixtures.simulated_eval import simulated_eval, subset
+
+MASK_AP = METRICS[0]
+
+
+def _runs(seed: int, num_images: int, qualities: list[float]):
+    rng = np.random.default_rng(seed)
+    num_gt = rng.integers(1, 4, size=num_images)
+    return [{"segm": simulated_eval(rng, num_gt, q), "bbox": simulated_eval(rng, num_gt, q)} for q in qualities]
+
+
+def test_paired_interval_equals_a_literal_loop_over_resamples():
+    a, b = _runs(0, 12, [0.8, 0.6])
+    weights = image_weights(12, 50, np.random.default_rng(7))
+    assert weights.shape == (50, 12) and (weights.sum(axis=1) == 12).all()
+    got = difference(row_draws({0: a}, MASK_AP, weights), row_draws({0: b}, MASK_AP, weights), 1.0,
+                     np.random.default_rng(1))
+    # slow and obvious: score both runs on each resample, one at a time, and take the percentiles
+    diffs = [IE.ap(a["segm"], w[None])[0] - IE.ap(b["segm"], w[None])[0] for w in weights]
+    assert (got.low, got.high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
+    assert got.delta == 1.0
+
+
+def test_seeds_are_resampled_jointly_for_rows_with_the_same_seeds():
+    draws_a = RowDraws((0, 1, 2), np.random.default_rng(0).normal(size=(3, 40)))
+    draws_b = RowDraws((0, 1, 2), np.random.default_rng(1).normal(size=(3, 40)))
+    got = difference(draws_a, draws_b, 0.0, np.random.default_rng(5))
+    picks = np.random.default_rng(5).integers(0, 3, size=(40, 3))  # what the function must draw
+    diffs = [draws_a.draws[picks[r], r].mean() - draws_b.draws[picks[r], r].mean() for r in range(40)]
+    assert (got.low, got.high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
+
+
+def test_reproducible_for_a_seed():
+    a, b = _runs(3, 30, [0.7, 0.7])
+
+    def interval(seed):
+        w = image_weights(30, 100, np.random.default_rng(seed))
+        return difference(row_draws({0: a}, MASK_AP, w), row_draws({0: b}, MASK_AP, w), 0.0,
+                          np.random.default_rng(seed))
+
+    assert interval(11) == interval(11)
+    assert interval(11) != interval(12)
+    low, high = spread(row_draws({0: a}, MASK_AP, image_weights(30, 100, np.random.default_rng(0))),
+                       np.random.default_rng(0))
+    assert low < IE.ap(a["segm"], np.ones((1, 30)))[0] < high
+
+
+def test_95_percent_intervals_cover_the_true_difference_about_95_percent_of_the_time():
+    """Two detectors on a population of 3,000 images; the 'true' difference is theirs on all of it.
+    Each trial draws 150 images, as a validation set would be, and builds the interval there."""
+    population = _runs(42, 3000, [0.75, 0.65])
+    a, b = population[0]["segm"], population[1]["segm"]
+    ones = np.ones((1, 3000))
+    truth = IE.ap(a, ones)[0] - IE.ap(b, ones)[0]
+    rng = np.random.default_rng(0)
+    trials, covered = 120, 0
+    for _ in range(trials):
+        images = rng.choice(3000, size=150, replace=False)
+        sa, sb = subset(a, images), subset(b, images)
+        w = image_weights(150, 200, rng)
+        ra, rb = RowDraws((0,), IE.ap(sa, w)[None]), RowDraws((0,), IE.ap(sb, w)[None])
+        full = IE.ap(sa, np.ones((1, 150)))[0] - IE.ap(sb, np.ones((1, 150)))[0]
+        iv = difference(ra, rb, full, rng)
+        covered += iv.low <= truth <= iv.high
+    assert 0.88 <= covered / trials <= 0.995, covered / trials
