@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads (default: torch's choice, all cores)")
     p.add_argument("--data-path", action="store_true",
                    help="instead: compare DataLoader and Ray Data batch delivery (default: off)")
+    p.add_argument("--eval", action="store_true",
+                   help="instead: time one validation pass as eval.eval_every runs it (every metric "
+                        "but fps), after --warmup training steps (default: off)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON "
                    "(default: none)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -116,12 +119,46 @@ def bench_data_path(cfg, batches: int) -> list[dict]:
     return out
 
 
+def bench_eval(cfg, repeats: int, warmup: int) -> dict:
+    """Seconds of one mid-training evaluation (median of `repeats`, after `warmup` training steps)
+    next to the median training step of the same worker."""
+    from pipeline.eval.evaluate import evaluate_model
+    from pipeline.train.parts import build_parts
+    from pipeline.train.step import train_step
+
+    parts = build_parts(cfg, rank=0, world=1, device=torch.device("cpu"))
+    steps = []
+    for batch in parts.loader(0):
+        t0 = time.perf_counter()
+        images, targets = parts.to_device(batch)
+        train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
+                   losses_fn=parts.losses_fn, weights=parts.weights)
+        steps.append(time.perf_counter() - t0)
+        if len(steps) == warmup + repeats:
+            break
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        evaluate_model(parts.model, parts.val_set, replace(cfg.eval, fps_runs=0), torch.device("cpu"),
+                       batch_size=cfg.train.batch_size, threads=torch.get_num_threads())
+        times.append(time.perf_counter() - t0)
+    step_ms = 1000 * statistics.median(steps[warmup:])
+    seconds = statistics.median(times)
+    return {"images": len(parts.val_set), "eval_s": seconds, "step_ms": step_ms,
+            "steps_per_eval": 1000 * seconds / step_ms, "threads": torch.get_num_threads()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
-    if args.data_path:
+    if args.eval:
+        r = bench_eval(cfg, args.iters, args.warmup)
+        print(f"one evaluation of {r['images']} validation images: {r['eval_s']:.2f} s on {r['threads']} "
+              f"thread(s) = {r['steps_per_eval']:.1f} training steps of {r['step_ms']:.0f} ms")
+        rows = [r]
+    elif args.data_path:
         rows = bench_data_path(cfg, args.iters)
         for r in rows:
             print(f"{r['path']:<45} {r['images']:>5} images {r['seconds']:7.2f} s "

@@ -34,6 +34,22 @@ def _tiny() -> Config:
     )
 
 
+def _cpu_ablation() -> Config:
+    # The laptop's answer to "does ATSS w. maIoU > ATSS w. IoU > fixed IoU hold here?", within an
+    # hour on 2 cores (docs/benchmarks.md, "power"). At the tiny budget the paired seed-to-seed sd
+    # of Δ mask AP was ≈1.4 (3 seeds): every seed is worth more than a larger scale, so S = 96
+    # (≈40 % less training time than 128) buys 6 seeds per assigner; 500 validation images shrink
+    # the test-set part of that noise (≈√5 less than tiny's 100) for ≈15 s more per cell; one
+    # checkpoint, few fps runs and no overlays keep the per-cell overhead down.
+    base = _tiny()
+    return replace(base,
+                   data=replace(base.data, synthetic_val_images=500, scale=96),
+                   train=replace(base.train, checkpoint_every=600),
+                   eval=EvalConfig(fps_warmup=1, fps_runs=5, overlays=0),
+                   sweep=SweepConfig(scales=(96,), assigners=("fixed_iou", "atss_iou", "atss_maiou"),
+                                     seeds=tuple(range(6)), max_concurrent_trials=2))
+
+
 def _synthetic() -> Config:
     # One GPU machine: the full 6-assigner grid, 3 scales, 3 seeds on the synthetic data.
     return Config(
@@ -98,7 +114,8 @@ VARIANTS: dict[str, Variant] = _cumulative((
 ))
 
 
-PRESETS = {"tiny": _tiny, "synthetic": _synthetic, "paper": _paper, "mayolact": _mayolact}
+PRESETS = {"tiny": _tiny, "cpu-ablation": _cpu_ablation, "synthetic": _synthetic, "paper": _paper,
+           "mayolact": _mayolact}
 
 
 def get_preset(name: str) -> Config:

@@ -14,7 +14,8 @@ import numpy as np
 from pipeline.config import SweepConfig
 from pipeline.eval.image_eval import ImageEval
 from pipeline.report.table import BEST_BY, Row
-from pipeline.report.uncertainty import LEVEL, METRICS, Interval, RowDraws, difference, image_weights, row_draws, spread
+from pipeline.report.uncertainty import (LEVEL, METRICS, POWER, Interval, RowDraws, difference, image_weights,
+                                         minimal_detectable_difference, row_draws, spread)
 from pipeline.sweep.grid import baseline_row
 
 NO_INTERVAL = float("nan")
@@ -56,7 +57,27 @@ def compare_rows(rows: list[Row], evals: dict[str, dict[str, ImageEval]], sw: Sw
         findings += [f"S = {scale}: {r.label} {r.deltas[BEST_BY].delta:+.1f} mask AP"
                      + (" (and above every other row: bold)" if r.best else "") for r in srows
                      if BEST_BY in r.deltas and r.deltas[BEST_BY].excludes_zero]
-    return _note(rows, base_name, findings, problems, images, sw)
+    return _note(rows, base_name, findings, problems, images, sw) + _power(rows, base_name)
+
+
+def _power(rows: list[Row], base_name: str) -> str:
+    """The minimal detectable difference of each row vs the baseline, from seed-paired differences."""
+    parts = []
+    for r in rows:
+        base = next((b for b in rows if b.scale == r.scale and b.name == base_name), None)
+        if base is None or r is base:
+            continue
+        mine = {x.cell.seed: x.metrics.get(BEST_BY) for x in r.results}
+        theirs = {x.cell.seed: x.metrics.get(BEST_BY) for x in base.results}
+        deltas = [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))
+                  if mine[s] is not None and theirs[s] is not None]
+        if len(deltas) >= 2:
+            parts.append(f"{r.label} at S = {r.scale}: sd {np.std(deltas, ddof=1):.2f} over {len(deltas)} seeds, "
+                         f"MDE {minimal_detectable_difference(deltas):.2f}")
+    if not parts:
+        return ""
+    return (" Power (paired by seed, mask AP; MDE = the smallest true difference a paired t-test over "
+            f"these seeds detects with {100 * POWER:.0f} % power at the 5 % level): " + "; ".join(parts) + ".")
 
 
 def _scale_draws(srows: list[Row], evals, sw: SweepConfig, scale: int, problems: set,

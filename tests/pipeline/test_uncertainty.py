@@ -69,3 +69,13 @@ def test_95_percent_intervals_cover_the_true_difference_about_95_percent_of_the_
         iv = difference(ra, rb, full, rng)
         covered += iv.low <= truth <= iv.high
     assert 0.88 <= covered / trials <= 0.995, covered / trials
+
+
+def test_minimal_detectable_difference_by_hand():
+    from pipeline.report.uncertainty import minimal_detectable_difference
+
+    # d = 1, 2, 3: sd 1, n 3, t(2) quantiles 4.3027 (0.975) and 1.0607 (0.8): (4.3027 + 1.0607) / √3
+    assert minimal_detectable_difference([1.0, 2.0, 3.0]) == pytest.approx(3.0966, abs=1e-3)
+    # the tiny measurement (+2.2, +0.3, −0.5): sd ≈ 1.39, so 3 seeds detect only ~4.3 AP
+    assert minimal_detectable_difference([2.2, 0.3, -0.5]) == pytest.approx(4.30, abs=0.01)
+    assert np.isnan(minimal_detectable_difference([1.0]))
