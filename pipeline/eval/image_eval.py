@@ -30,6 +30,7 @@ the LRP minimum are those of the replicated dataset.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -125,21 +126,29 @@ def _check_weights(ev: ImageEval, weights: np.ndarray) -> np.ndarray:
     return weights
 
 
-def ap(ev: ImageEval, weights: np.ndarray) -> np.ndarray:
-    """COCO AP (IoU 0.50:0.95, area all, 100 detections) ×100 of each weighting [B]; -1 where no
-    class has ground truth."""
+def _class_mean(ev: ImageEval, weights: np.ndarray, per_class) -> np.ndarray:
+    """×100 mean over the classes with ground truth (under each weighting) of
+    `per_class(ev, ranked detections, weights [b, I], weighted GT count [b]) -> [b]`; -1 where no
+    class has ground truth. Resamples go in chunks of `CHUNK` to bound memory."""
     weights = _check_weights(ev, weights)
     total = np.zeros(len(weights))
     classes = np.zeros(len(weights))
     for k in range(len(ev.num_gt)):
         order = _class_order(ev, k)
-        npig = weights @ ev.num_gt[k].astype(np.float64)  # [B]
+        num_gt = weights @ ev.num_gt[k].astype(np.float64)  # [B]
         for lo in range(0, len(weights), CHUNK):
-            w = weights[lo:lo + CHUNK]
-            valid = npig[lo:lo + CHUNK] > 0  # pycocotools skips a class without GT
-            total[lo:lo + CHUNK] += np.where(valid, _class_ap(ev, order, w, npig[lo:lo + CHUNK]), 0.0)
-            classes[lo:lo + CHUNK] += valid
+            chunk = slice(lo, lo + CHUNK)
+            valid = num_gt[chunk] > 0  # a class without GT is left out (pycocotools and oLRP alike)
+            value = per_class(ev, order, weights[chunk], np.where(valid, num_gt[chunk], 1.0))
+            total[chunk] += np.where(valid, value, 0.0)
+            classes[chunk] += valid
     return np.where(classes > 0, PERCENT * total / np.maximum(classes, 1), UNDEFINED)
+
+
+def ap(ev: ImageEval, weights: np.ndarray) -> np.ndarray:
+    """COCO AP (IoU 0.50:0.95, area all, 100 detections) ×100 of each weighting [B]; -1 where no
+    class has ground truth."""
+    return _class_mean(ev, weights, _class_ap)
 
 
 def _class_ap(ev: ImageEval, order: np.ndarray, w: np.ndarray, npig: np.ndarray) -> np.ndarray:
@@ -150,7 +159,7 @@ def _class_ap(ev: ImageEval, order: np.ndarray, w: np.ndarray, npig: np.ndarray)
     dw = w[:, ev.det_image[order]]  # [b, D] weight of each ranked detection
     tp = np.cumsum(dw[:, None, :] * ev.det_tp[None, :, order], axis=-1)  # [b, T, D]
     fp = np.cumsum(dw[:, None, :] * ev.det_fp[None, :, order], axis=-1)  # [b, T, D]
-    rc = tp / np.maximum(npig, 1e-300)[:, None, None]  # [b, T, D]
+    rc = tp / npig[:, None, None]  # [b, T, D]
     pr = tp / (fp + tp + np.spacing(1))  # [b, T, D]
     pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]  # precision envelope
     q = np.zeros((len(w), num_iou, len(REC_THRS)))  # [b, T, R]
@@ -165,27 +174,20 @@ def _class_ap(ev: ImageEval, order: np.ndarray, w: np.ndarray, npig: np.ndarray)
 def olrp(ev: ImageEval, weights: np.ndarray, tau: float = TAU) -> np.ndarray:
     """moLRP ×100 of each weighting [B] (`pipeline.eval.olrp`'s definition, at IoU `tau`); -1 where
     no class has ground truth."""
-    weights = _check_weights(ev, weights)
-    total = np.zeros(len(weights))
-    classes = np.zeros(len(weights))
-    for k in range(len(ev.num_gt)):
-        order = _class_order(ev, k)
-        num_gt = weights @ ev.num_gt[k].astype(np.float64)  # [B]
-        valid = num_gt > 0
-        value = np.ones(len(weights))  # no detection, or no TP: every cut scores 1
-        if len(order):
-            dw = weights[:, ev.det_image[order]]  # [B, D]
-            is_tp, is_fp = ev.det_tp[0, order], ev.det_fp[0, order]  # [D]
-            num_tp = np.cumsum(dw * is_tp, axis=1)  # [B, D]
-            num_fp = np.cumsum(dw * is_fp, axis=1)  # [B, D]
-            num_fn = num_gt[:, None] - num_tp  # [B, D]
-            loc = np.cumsum(dw * np.where(is_tp, 1.0 - ev.det_iou[order], 0.0), axis=1)  # [B, D]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                lrp = (loc / (1.0 - tau) + num_fp + num_fn) / (num_tp + num_fp + num_fn)  # [B, D]
-            lrp = np.where(valid[:, None], lrp, 1.0)  # [B, D]; a class without GT is left out below
-            # the first cut within TIE_TOL of the minimum, as `olrp.optimal_lrp` picks it
-            cut = np.argmax(lrp <= lrp.min(axis=1, keepdims=True) + TIE_TOL, axis=1)  # [B]
-            value = np.minimum(value, lrp[np.arange(len(lrp)), cut])
-        total += np.where(valid, value, 0.0)
-        classes += valid
-    return np.where(classes > 0, PERCENT * total / np.maximum(classes, 1), UNDEFINED)
+    return _class_mean(ev, weights, partial(_class_olrp, tau=tau))
+
+
+def _class_olrp(ev: ImageEval, order: np.ndarray, w: np.ndarray, num_gt: np.ndarray, tau: float) -> np.ndarray:
+    """oLRP of one class [b]: the LRP of its first cut within TIE_TOL of the minimum, as
+    `olrp.optimal_lrp` picks it; 1 without detections or TPs (every cut scores 1 then)."""
+    if len(order) == 0:
+        return np.ones(len(w))
+    dw = w[:, ev.det_image[order]]  # [b, D]
+    is_tp, is_fp = ev.det_tp[0, order], ev.det_fp[0, order]  # [D]
+    num_tp = np.cumsum(dw * is_tp, axis=1)  # [b, D]
+    num_fp = np.cumsum(dw * is_fp, axis=1)  # [b, D]
+    num_fn = num_gt[:, None] - num_tp  # [b, D]
+    loc = np.cumsum(dw * np.where(is_tp, 1.0 - ev.det_iou[order], 0.0), axis=1)  # [b, D]
+    lrp = (loc / (1.0 - tau) + num_fp + num_fn) / (num_tp + num_fp + num_fn)  # [b, D]
+    cut = np.argmax(lrp <= lrp.min(axis=1, keepdims=True) + TIE_TOL, axis=1)  # [b]
+    return np.minimum(1.0, lrp[np.arange(len(lrp)), cut])
