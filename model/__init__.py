@@ -8,9 +8,10 @@ from model.anchors import ANCHOR_GRIDS, anchors_per_location, make_anchors, pyra
 from model.losses import BACKGROUND, DEFAULT_LOSS_WEIGHTS, IGNORE, losses
 from model.nms import fast_nms, standard_nms
 from model.postprocess import PostprocessParams, postprocess
+from model.rank_sort import rank_sort_loss
 from model.summary import format_parameter_summary, parameter_summary
 from model.yolact import Yolact, build_yolact
 
 __all__ = ["ANCHOR_GRIDS", "BACKGROUND", "DEFAULT_LOSS_WEIGHTS", "IGNORE", "PostprocessParams", "Yolact",
            "anchors_per_location", "build_yolact", "fast_nms", "format_parameter_summary", "losses",
-           "make_anchors", "parameter_summary", "postprocess", "pyramid_sizes", "standard_nms"]
+           "make_anchors", "parameter_summary", "postprocess", "pyramid_sizes", "rank_sort_loss", "standard_nms"]
