@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pipeline.train.run import default_run_name, run_training  # heavy imports after --help
     name = args.name or f"{default_run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_training(cfg, run_name=name)
+    try:
+        result = run_training(cfg, run_name=name)
+    except ValueError as e:  # bad config or data, found before any run or worker started
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=1, default=str))
     return 0
 

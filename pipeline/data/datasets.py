@@ -210,6 +210,26 @@ def split_paths(data_cfg, split: str) -> tuple[str, str]:
     return os.path.join(root, json_rel), os.path.join(root, data_cfg.image_root.format(split=split))
 
 
+def check_paths(data_cfg) -> None:
+    """A clear error for a dataset that is not where the config says, before any work starts
+    (the built-in synthetic data is generated on first use and needs no check)."""
+    if not data_cfg.data_dir:
+        return
+    if not os.path.isdir(data_cfg.data_dir):
+        raise ValueError(f"data.data_dir={data_cfg.data_dir!r} is not a directory; give a COCO-format "
+                         "dataset (annotations/train.json, annotations/val.json, images/) or leave it "
+                         "unset for the built-in synthetic data")
+    for split in SPLITS:
+        json_path, image_root = split_paths(data_cfg, split)
+        if not os.path.isfile(json_path):
+            key = "train_json" if split == "train" else "val_json"
+            raise ValueError(f"data.data_dir={data_cfg.data_dir!r}: the {split} annotations {json_path} "
+                             f"do not exist (set data.{key} to the file's path inside data_dir)")
+        if not os.path.isdir(image_root):
+            raise ValueError(f"data.data_dir={data_cfg.data_dir!r}: the {split} images folder {image_root} "
+                             "does not exist (set data.image_root; it may contain {split})")
+
+
 def parquet_split_dir(data_cfg, split: str) -> str:
     """Where the precomputed tables of a split live: `parquet_dir/<split>`."""
     root = data_cfg.parquet_dir or os.path.join(dataset_dir(data_cfg), "parquet")

@@ -41,23 +41,45 @@ def build_model(cfg: Config, *, load_pretrained: bool = True) -> nn.Module:
     return model
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The `config.json` of a checkpoint directory (or of the directory holding a model.pt)."""
-    path = Path(path)
-    directory = path if path.is_dir() else path.parent
-    file = directory / CONFIG_FILE
-    if not file.is_file():
-        raise ValueError(f"checkpoint {path} has no {CONFIG_FILE} next to its weights")
-    return json.loads(file.read_text())
-
-
 def model_file(path: str | Path) -> Path:
-    """`path` itself when it is a weights file, else `path/model.pt`."""
+    """`path` itself when it is a file, else `path/model.pt`; a clear error when neither exists."""
     path = Path(path).expanduser()
+    if not path.exists():
+        raise ValueError(f"checkpoint {path} does not exist")
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file():
-        raise ValueError(f"checkpoint {path}: no weights file {file}")
+        raise ValueError(f"{path} is not a checkpoint: it holds no {MODEL_FILE} (a checkpoint directory "
+                         f"holds {MODEL_FILE} and {CONFIG_FILE}; MLflow keeps them as checkpoint/{MODEL_FILE} "
+                         f"and config/{CONFIG_FILE})")
     return file
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint (`weights_only`: no code runs), or a one-line error saying why not."""
+    file = model_file(path)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises pickle, zip and runtime errors for bad files
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"{file} is not a readable PyTorch weights file (corrupt, truncated or another "
+                         f"kind of file): {reason}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{file} holds no state_dict (a mapping of tensor names to tensors)")
+    return state
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config of a checkpoint: `config.json` beside its weights, or, for a `model.pt`
+    downloaded from MLflow (`checkpoint/model.pt`), the run's `config/config.json`."""
+    file = model_file(path)
+    places = [file.parent / CONFIG_FILE, file.parent.parent / "config" / CONFIG_FILE]
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
+        raise ValueError(f"checkpoint {path}: config not found (looked for {' and '.join(map(str, places))})")
+    try:
+        return json.loads(found.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{found} is not valid JSON: {e}") from None
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
@@ -67,7 +89,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
     which keep their fresh initialisation. Returns {"loaded", "skipped" (shape differs),
     "missing" (not in the file), "unexpected" (not in the model)}.
     """
-    src = torch.load(model_file(path), map_location="cpu", weights_only=True)
+    src = read_state_dict(path)
     dst = unwrap(model).state_dict()
     keep = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
     if not keep:

@@ -158,13 +158,9 @@ def _prepare_data(cfg: Config, local: bool) -> None:
 
         print(f"  synthetic data: {ensure_synthetic(cfg.data, progress=True)}")
     elif local:
-        from pipeline.data.datasets import split_paths
+        from pipeline.data.datasets import check_paths
 
-        for split in ("train", "val"):
-            json_path, _ = split_paths(cfg.data, split)
-            if not os.path.isfile(json_path):
-                raise ValueError(f"data.data_dir={cfg.data.data_dir!r}: the {split} annotations "
-                                 f"{json_path} do not exist")
+        check_paths(cfg.data)
 
 
 def _driver_slots(cfg: Config, local: bool) -> int:

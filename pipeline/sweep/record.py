@@ -73,7 +73,10 @@ class SweepRecord:
     def load(cls, directory: Path) -> "SweepRecord":
         path = directory / RECORD_FILE
         if not path.is_file():
-            raise ValueError(f"no sweep record at {path}: is the sweep name right?")
+            known = sorted(p.parent.name for p in directory.parent.glob(f"*/{RECORD_FILE}"))
+            listing = f"the sweeps under {directory.parent}: {', '.join(known)}" if known else \
+                f"there is no sweep under {directory.parent} yet"
+            raise ValueError(f"no sweep named {directory.name!r} ({path} does not exist); {listing}")
         try:
             return cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as e:
