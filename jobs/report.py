@@ -30,20 +30,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--readme", type=Path, default=None, metavar="PATH",
                    help=f"also paste the table into PATH between the lines {BEGIN!r} and {END!r} "
                         "(how README.md shows a real report; default: no)")
+    p.add_argument("--section", default=SECTION, metavar="NAME",
+                   help="with --readme: paste between '<!-- NAME:begin -->' and '<!-- NAME:end -->' "
+                        "instead (one section per report; default: %(default)s)")
     return p.parse_args(argv)
 
 
-BEGIN, END = "<!-- sweep-report:begin -->", "<!-- sweep-report:end -->"
+SECTION = "sweep-report"
+BEGIN, END = f"<!-- {SECTION}:begin -->", f"<!-- {SECTION}:end -->"
 
 
-def paste_between_markers(path: Path, text: str) -> None:
-    """Replace what lies between the BEGIN and END lines of `path` with `text`."""
+def paste_between_markers(path: Path, text: str, section: str = SECTION) -> None:
+    """Replace what lies between the `<!-- section:begin -->` and `:end` lines of `path` with `text`."""
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     doc = path.read_text()
-    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
-        raise ValueError(f"{path} needs exactly one {BEGIN!r} line followed by one {END!r} line")
-    head, rest = doc.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{BEGIN}\n{text.rstrip()}\n{END}{tail}")
+    if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
+        raise ValueError(f"{path} needs exactly one {begin!r} line followed by one {end!r} line")
+    head, rest = doc.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.readme is not None:
         try:
-            paste_between_markers(args.readme, report.markdown)
+            paste_between_markers(args.readme, report.markdown, args.section)
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
