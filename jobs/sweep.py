@@ -23,9 +23,23 @@ DEFAULT_PRESET = "tiny"
 WHERE = "sweep.root"  # the one override --resume accepts: where to look for the sweep
 
 
+def _rows_help() -> str:
+    """The model-option rows (sweep.variants) and the assigner each one fixes, if any."""
+    from pipeline.config import Config, apply_overrides
+    from pipeline.presets import VARIANTS
+
+    parts = []
+    for name, v in VARIANTS.items():
+        fixed = apply_overrides(Config(), list(v.overrides)).train.assigner
+        sets = any(o.startswith("train.assigner=") for o in v.overrides)
+        parts.append(f"{name} ({v.label}{'; fixes assigner ' + fixed if sets else ''})")
+    return ("Model-option rows for --set sweep.variants=…: " + ", ".join(parts) + ". A row that fixes "
+            "its assigner does not cross with sweep.assigners (--dry-run says so).")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_rows_help())
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                    help="the grid and training settings to start from (default: %(default)s; "
                         "tiny = 2 scales × 2 assigners on built-in synthetic data, ~11 min on 2 CPU cores)")
@@ -35,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None,
                    help="sweep name: its directory under sweep.root and its MLflow tag "
                         "(default: <preset>-<date>-<time>; with --resume: the latest sweep of the preset)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid (one line per cell: scale, assigner, row, seed) and its size, "
+                        "then exit without starting Ray (default: off)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep: finished cells are neither retrained nor "
                         "logged again; the saved config of the sweep is used (default: off)")
@@ -49,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--set {changed[0]}: a resumed sweep continues with its saved config "
                              f"(only --set {WHERE}=... may be given, to find it)")
         cfg = apply_overrides(get_preset(args.preset), args.overrides)
+        if args.dry_run:
+            from pipeline.sweep.grid import describe_grid
+
+            print(describe_grid(cfg))
+            return 0
         from pipeline.report.build import finish_sweep  # Ray only after the arguments are good
         from pipeline.sweep.driver import run_sweep
 

@@ -36,7 +36,7 @@ from ray import tune
 from pipeline import tracking
 from pipeline.config import Config, SweepConfig
 from pipeline.ray_utils import init_ray, quiet_logs
-from pipeline.sweep.grid import Cell, cell_config, grid_cells
+from pipeline.sweep.grid import Cell, cell_config, collapsed_rows, grid_cells
 from pipeline.sweep.results import finished_results, missing_cells
 from pipeline.sweep.record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
                                    latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
@@ -218,6 +218,8 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     directory = sweep_dir(base, record.name)
     slots = _driver_slots(base, local)
     print(f"sweep {record.name}: {len(record.cells)} cells, up to {slots} at a time -> {directory}")
+    for line in collapsed_rows(base):
+        print(f"  {line}")
     print(f"  resume with: {resume_command(record)}")
     if resume:
         _prepare_data(base, local)

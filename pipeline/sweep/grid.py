@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 from pipeline.config import (ASSIGNER_NAMES, ASSIGNER_TABLE, DEFAULT_BASELINE, Config, SweepConfig,
                              apply_overrides)
 
@@ -110,6 +112,35 @@ def grid_cells(cfg: Config) -> list[Cell]:
                     cell = Cell(scale, resolved, seed, variant)
                     cells.setdefault(cell.key, cell)
     return list(cells.values())
+
+
+def collapsed_rows(cfg: Config) -> list[str]:
+    """One line per model-option row that fixes its assigner while the grid has several: the
+    assigner axis collapses for that row (said aloud, never silently)."""
+    sw = cfg.sweep
+    lines = []
+    for variant in sw.variants:
+        fixed = {_variant_assigner(variant, a) for a in sw.assigners}
+        if len(sw.assigners) > 1 and len(fixed) == 1:
+            lines.append(f"row {variant!r} fixes train.assigner={fixed.pop()}: the {len(sw.assigners)} "
+                         "assigners of sweep.assigners give it 1 cell per (scale, seed)")
+    return lines
+
+
+def describe_grid(cfg: Config) -> str:
+    """The grid as `jobs.sweep --dry-run` prints it: one line per cell, then its size."""
+    cells = grid_cells(cfg)
+    lines = [f"{'scale':>5}  {'assigner':<12} {'row':<14} seed"]
+    lines += [f"{c.scale:>5}  {c.assigner:<12} {c.variant or '-':<14} {c.seed}" for c in cells]
+    lines += collapsed_rows(cfg)
+    sw = cfg.sweep
+    axes = [(len(sw.scales), "scales"), (len(sw.assigners), "assigners"), (len(sw.variants), "rows"),
+            (len(sw.seeds), "seeds")]
+    product = " × ".join(f"{n} {name}" for n, name in axes if n)
+    full = int(np.prod([n for n, _ in axes if n]))
+    lines.append(f"{len(cells)} cells" + (f" ({product})" if len(cells) == full else
+                                          f" ({product} = {full}, less the collapsed rows above)"))
+    return "\n".join(lines)
 
 
 def cell_config(base: Config, cell: Cell, sweep_name: str) -> Config:

@@ -6,7 +6,7 @@ import pytest
 from jobs import sweep as sweep_cli
 from pipeline.config import ASSIGNER_NAMES, Config, SweepConfig, apply_overrides
 from pipeline.presets import get_preset
-from pipeline.sweep.grid import Cell, cell_config, grid_cells, validate_sweep
+from pipeline.sweep.grid import Cell, cell_config, collapsed_rows, grid_cells, validate_sweep
 from pipeline.sweep.record import SweepRecord, latest_sweep, sweep_dir
 
 
@@ -53,6 +53,25 @@ def test_mayolact_rows_are_cumulative_table4():
 def test_variant_assigner_wins_and_duplicates_collapse():
     cfg = _cfg(scales=(550,), assigners=("atss_iou", "atss_maiou"), variants=("yolact",))
     assert [c.key for c in grid_cells(cfg)] == ["s550-fixed_iou-yolact-seed0"]
+    # ... and says so: the collapse is printed by --dry-run and when the sweep starts
+    assert collapsed_rows(cfg) == ["row 'yolact' fixes train.assigner=fixed_iou: the 2 assigners of "
+                                   "sweep.assigners give it 1 cell per (scale, seed)"]
+    assert collapsed_rows(_cfg(assigners=("atss_iou",), variants=("yolact",))) == []
+
+
+def test_cli_dry_run_prints_the_grid_without_starting_ray(capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("--dry-run started Ray"))
+    assert sweep_cli.main(["--dry-run", "--preset", "tiny", "--set", "sweep.seeds=0,1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    cells = [ln.split() for ln in out[1:-1]]
+    assert cells[0] == ["96", "atss_iou", "-", "0"] and len(cells) == 8
+    assert out[-1] == "8 cells (2 scales × 2 assigners × 2 seeds)"
+    assert sweep_cli.main(["--dry-run", "--preset", "mayolact", "--set", "sweep.assigners=atss_iou,atss_maiou"]) == 0
+    out = capsys.readouterr().out
+    assert "row 'carafe' fixes train.assigner=atss_maiou" in out
+    assert out.splitlines()[-1] == "6 cells (1 scales × 2 assigners × 6 rows × 1 seeds = 12, less the collapsed rows above)"
 
 
 def test_cell_config_sets_the_cell_and_a_per_sweep_storage_path():
@@ -93,7 +112,7 @@ def test_record_round_trip_and_latest(tmp_path):
     (sweep_dir(cfg, "b") / "sweep.json").write_text("{broken")
     with pytest.raises(ValueError, match="unreadable"):
         SweepRecord.load(sweep_dir(cfg, "b"))
-    with pytest.raises(ValueError, match="no sweep record"):
+    with pytest.raises(ValueError, match="no sweep named .zzz.*the sweeps under .*: a, b, c"):
         SweepRecord.load(sweep_dir(cfg, "zzz"))
 
 
