@@ -52,8 +52,8 @@ def plot_mask_ap(rows: list[Row], path: Path) -> Path | None:
         ax.bar(x, means, yerr=_error_bars(panel), capsize=3,
                color=[BEST_COLOR if r.best else BAR_COLOR for r in panel], edgecolor="black", linewidth=0.5)
         for i, m in zip(x, means):
-            ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x, [r.label for r in panel], rotation=30, ha="right", fontsize=8)
+            ax.text(i, m / 2, f"{m:.1f}", ha="center", va="center", fontsize=8)  # clear of the error bar
+        ax.set_xticks(x, [_tick(r) for r in panel], rotation=30, ha="right", fontsize=8)
         ax.set_title(f"scale {scale}")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("mask AP")
@@ -62,6 +62,14 @@ def plot_mask_ap(rows: list[Row], path: Path) -> Path | None:
                  + (", seeds)" if any(r.n > 1 for r in rows) else ")") if with_ci
                  else "no intervals: error bars are the seed std (none with 1 seed)", fontsize=8)
     return save_figure(fig, path)
+
+
+def _tick(r: Row) -> str:
+    """The row's label, with its paired difference from the baseline and its interval when known."""
+    d = r.deltas.get(BEST_BY)
+    if d is None or not np.isfinite(d.low):
+        return r.label
+    return f"{r.label}\nΔ {d.delta:+.1f} [{d.low:+.1f}, {d.high:+.1f}]"
 
 
 def _error_bars(panel: list[Row]) -> np.ndarray:
