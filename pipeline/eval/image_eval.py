@@ -120,10 +120,14 @@ def _class_order(ev: ImageEval, k: int) -> np.ndarray:
 
 
 def _check_weights(ev: ImageEval, weights: np.ndarray) -> np.ndarray:
-    weights = np.asarray(weights, dtype=np.float64)
+    """Integer image counts [B, I] (int32: the cumulative sums stay exact, and fast)."""
+    weights = np.asarray(weights)
     if weights.ndim != 2 or weights.shape[1] != ev.num_images:
         raise ValueError(f"weights must be [B, {ev.num_images}] (one per image), got {weights.shape}")
-    return weights
+    counts = np.rint(weights).astype(np.int32)
+    if (counts != weights).any() or (counts < 0).any():
+        raise ValueError("weights must be counts: non-negative integers (how often each image is drawn)")
+    return counts
 
 
 def _class_mean(ev: ImageEval, weights: np.ndarray, per_class) -> np.ndarray:
@@ -135,7 +139,7 @@ def _class_mean(ev: ImageEval, weights: np.ndarray, per_class) -> np.ndarray:
     classes = np.zeros(len(weights))
     for k in range(len(ev.num_gt)):
         order = _class_order(ev, k)
-        num_gt = weights @ ev.num_gt[k].astype(np.float64)  # [B]
+        num_gt = (weights @ ev.num_gt[k]).astype(np.float64)  # [B]
         for lo in range(0, len(weights), CHUNK):
             chunk = slice(lo, lo + CHUNK)
             valid = num_gt[chunk] > 0  # a class without GT is left out (pycocotools and oLRP alike)
@@ -153,22 +157,44 @@ def ap(ev: ImageEval, weights: np.ndarray) -> np.ndarray:
 
 def _class_ap(ev: ImageEval, order: np.ndarray, w: np.ndarray, npig: np.ndarray) -> np.ndarray:
     """Mean over IoU and recall thresholds of the interpolated precision of one class [b]."""
-    num_iou = ev.det_tp.shape[0]
+    # Detections after the last TP at IoU 0.5 are FPs at every threshold: they only add points of
+    # final recall and lower precision, which change no interpolated precision. Leave them out.
+    hits = np.flatnonzero(ev.det_tp[0, order])
+    order = order[:hits[-1] + 1] if len(hits) else order[:0]
     if len(order) == 0:
         return np.zeros(len(w))
-    dw = w[:, ev.det_image[order]]  # [b, D] weight of each ranked detection
-    tp = np.cumsum(dw[:, None, :] * ev.det_tp[None, :, order], axis=-1)  # [b, T, D]
-    fp = np.cumsum(dw[:, None, :] * ev.det_fp[None, :, order], axis=-1)  # [b, T, D]
-    rc = tp / npig[:, None, None]  # [b, T, D]
-    pr = tp / (fp + tp + np.spacing(1))  # [b, T, D]
+    dw = w[:, ev.det_image[order]]  # [b, D] integer weight of each ranked detection
+    # integer sums: exact (as pycocotools' sums of ones are) and cheaper than float ones
+    tp = np.cumsum(dw[:, None, :] * ev.det_tp[None, :, order], axis=-1, dtype=np.int32)  # [b, T, D]
+    fp = np.cumsum(dw[:, None, :] * ev.det_fp[None, :, order], axis=-1, dtype=np.int32)  # [b, T, D]
+    pr = tp / (fp + tp + np.spacing(1))  # [b, T, D] float64
     pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]  # precision envelope
-    q = np.zeros((len(w), num_iou, len(REC_THRS)))  # [b, T, R]
-    for b in range(len(w)):
-        for t in range(num_iou):
-            inds = np.searchsorted(rc[b, t], REC_THRS, side="left")  # [R]
-            ok = inds < rc.shape[-1]
-            q[b, t, ok] = pr[b, t, inds[ok]]
+    inds = _first_reaching(tp, npig)  # [b, T, R]
+    ok = inds < tp.shape[-1]
+    q = np.where(ok, np.take_along_axis(pr, np.minimum(inds, tp.shape[-1] - 1), axis=-1), 0.0)  # [b, T, R]
     return q.mean(axis=(1, 2))
+
+
+def _first_reaching(tp: np.ndarray, npig: np.ndarray) -> np.ndarray:
+    """For each recall threshold r, the first rank whose recall tp / npig reaches it: what
+    pycocotools' `searchsorted(recall, recThrs, side="left")` returns row by row, in one call.
+
+    Recall fl(k / n) is monotone in the integer TP count k, so "recall ≥ r" is "k ≥ k*(r)", k* the
+    smallest integer with fl(k* / n) ≥ r (found from ⌈r·n⌉, corrected by one where the product
+    rounded). Integer counts can then be searched in one flat sorted array (row offsets are exact).
+    """
+    b, num_iou, d = tp.shape
+    n = npig[:, None]  # [b, 1]
+    k = np.ceil(REC_THRS[None, :] * n)  # [b, R]
+    k = np.where(k / n >= REC_THRS, k, k + 1)
+    k = np.where((k > 0) & ((k - 1) / n >= REC_THRS), k - 1, k).astype(np.int64)  # [b, R]
+    rows = b * num_iou
+    span = int(max(tp.max(initial=0), k.max(initial=0))) + 2  # row offset beyond every count
+    offsets = np.arange(rows, dtype=np.int64)[:, None] * span  # [rows, 1]
+    keys = tp.reshape(rows, d).astype(np.int64) + offsets  # [rows, D], sorted overall
+    queries = np.repeat(k, num_iou, axis=0) + offsets  # [rows, R]
+    found = np.searchsorted(keys.ravel(), queries.ravel(), side="left").reshape(rows, -1)  # [rows, R]
+    return (found - np.arange(rows)[:, None] * d).reshape(b, num_iou, -1)  # d where never reached
 
 
 def olrp(ev: ImageEval, weights: np.ndarray, tau: float = TAU) -> np.ndarray:
@@ -184,8 +210,8 @@ def _class_olrp(ev: ImageEval, order: np.ndarray, w: np.ndarray, num_gt: np.ndar
         return np.ones(len(w))
     dw = w[:, ev.det_image[order]]  # [b, D]
     is_tp, is_fp = ev.det_tp[0, order], ev.det_fp[0, order]  # [D]
-    num_tp = np.cumsum(dw * is_tp, axis=1)  # [b, D]
-    num_fp = np.cumsum(dw * is_fp, axis=1)  # [b, D]
+    num_tp = np.cumsum(dw * is_tp, axis=1).astype(np.float64)  # [b, D]
+    num_fp = np.cumsum(dw * is_fp, axis=1).astype(np.float64)  # [b, D]
     num_fn = num_gt[:, None] - num_tp  # [b, D]
     loc = np.cumsum(dw * np.where(is_tp, 1.0 - ev.det_iou[order], 0.0), axis=1)  # [b, D]
     lrp = (loc / (1.0 - tau) + num_fp + num_fn) / (num_tp + num_fp + num_fn)  # [b, D]

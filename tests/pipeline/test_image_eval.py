@@ -88,3 +88,16 @@ def test_save_load_round_trip_and_empty_results(tmp_path):
     assert list(IE.ap(none, ones)) == [0.0, 0.0] and list(IE.olrp(none, ones)) == [100.0, 100.0]
     with pytest.raises(ValueError, match="one per image"):
         IE.ap(none, np.ones((1, 3)))
+
+
+def test_first_reaching_equals_pycocotools_searchsorted_on_recall():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        npig = rng.integers(1, 5000, size=6).astype(np.float64)  # [b]
+        steps = rng.integers(0, 3, size=(6, 10, 300))  # TP increments per rank
+        tp = np.minimum(np.cumsum(steps, axis=-1), npig[:, None, None].astype(np.int64)).astype(np.int32)
+        got = IE._first_reaching(tp, npig)
+        for b in range(6):
+            for t in range(10):
+                rc = tp[b, t] / npig[b]
+                assert (got[b, t] == np.searchsorted(rc, IE.REC_THRS, side="left")).all()
