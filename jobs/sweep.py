@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_rows_help())
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                    help="the grid and training settings to start from (default: %(default)s; "
-                        "tiny = 2 scales × 2 assigners on built-in synthetic data, ~11 min on 2 CPU cores)")
+                        "tiny = 2 scales × 2 assigners on built-in synthetic data, ~11 min on 2 CPU cores; "
+                        "cpu-ablation = 3 assigners × 6 seeds, ≤ 60 min)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config field, repeatable (e.g. --set sweep.seeds=0,1,2 "
                         "--set train.max_iters=300); with --resume only sweep.root")
