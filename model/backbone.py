@@ -10,6 +10,7 @@ Options:
   Bottleneck nets only: ResNet-18's basic blocks have no 1×1 conv.
 - `frozen_bn`: BatchNorm replaced by a fixed affine map (statistics and scale/shift are buffers).
   The reference setup trains BN (docs/design.md §8); freezing is for tiny per-device batches.
+- `dcn_bias`: the DCN carries a bias in dbolya's YOLACT++ layout, none in mmdetection's (maYOLACT).
 - `dcn_interval`/`dcn_stages`/`dcn_groups`: the 3×3 conv of block i of stage s (C2..C5 = 2..5) is a
   DCNv2 (`model.dcn`) when s ∈ dcn_stages and i % dcn_interval == 0 (YOLACT++ R50: interval 1, every
   block of C3–C5; R101: interval 3; maYOLACT: interval 1 with 4 deformable groups).
@@ -51,20 +52,21 @@ class FrozenBatchNorm2d(nn.Module):
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
 
-def _conv3x3(cin: int, cout: int, stride: int, dcn_groups: int) -> nn.Module:
+def _conv3x3(cin: int, cout: int, stride: int, dcn_groups: int, dcn_bias: bool) -> nn.Module:
     if dcn_groups:
-        return DeformConv2d(cin, cout, 3, stride, 1, deformable_groups=dcn_groups, bias=True)
+        return DeformConv2d(cin, cout, 3, stride, 1, deformable_groups=dcn_groups, bias=dcn_bias)
     return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
 
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, planes: int, stride: int, norm, stride_in_1x1: bool = False, dcn_groups: int = 0):
+    def __init__(self, cin: int, planes: int, stride: int, norm, stride_in_1x1: bool = False, dcn_groups: int = 0,
+                 dcn_bias: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
         self.bn1 = norm(planes)
-        self.conv2 = _conv3x3(planes, planes, 1, dcn_groups)
+        self.conv2 = _conv3x3(planes, planes, 1, dcn_groups, dcn_bias)
         self.bn2 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
@@ -81,12 +83,13 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin: int, planes: int, stride: int, norm, stride_in_1x1: bool = False, dcn_groups: int = 0):
+    def __init__(self, cin: int, planes: int, stride: int, norm, stride_in_1x1: bool = False, dcn_groups: int = 0,
+                 dcn_bias: bool = True):
         super().__init__()
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(cin, planes, 1, s1, bias=False)
         self.bn1 = norm(planes)
-        self.conv2 = _conv3x3(planes, planes, s3, dcn_groups)
+        self.conv2 = _conv3x3(planes, planes, s3, dcn_groups, dcn_bias)
         self.bn2 = norm(planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = norm(planes * 4)
@@ -108,7 +111,7 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: str = "resnet50", stride_in_1x1: bool = False, frozen_bn: bool = False,
                  dcn_interval: int = 0, dcn_stages: tuple[int, ...] = (3, 4, 5), dcn_groups: int = 1,
-                 num_classes: int | None = None):
+                 dcn_bias: bool = True, num_classes: int | None = None):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"unknown backbone {depth!r}; valid: {sorted(DEPTHS)}")
@@ -129,7 +132,8 @@ class ResNet(nn.Module):
             layers = []
             for b in range(n):
                 dcn = dcn_groups if dcn_interval and stage in dcn_stages and b % dcn_interval == 0 else 0
-                layers.append(block(cin, planes, 2 if (b == 0 and stage > 2) else 1, norm, stride_in_1x1, dcn))
+                layers.append(block(cin, planes, 2 if (b == 0 and stage > 2) else 1, norm, stride_in_1x1, dcn,
+                                    dcn_bias))
                 cin = planes * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
         self.out_channels = [128 * block.expansion, 256 * block.expansion, 512 * block.expansion]

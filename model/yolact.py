@@ -31,7 +31,7 @@ class Yolact(nn.Module):
                  fpn_channels: int = 256, num_protos: int = 32, stride_in_1x1: bool = False,
                  frozen_bn: bool = False, yolact_550_strides: bool = True, scales_per_level: int = 1,
                  dcn_interval: int = 0, dcn_stages: tuple[int, ...] = (3, 4, 5), dcn_groups: int = 1,
-                 mask_rescoring: bool = False, carafe: bool = False, sipmask: bool = False):
+                 dcn_bias: bool = True, mask_rescoring: bool = False, carafe: bool = False, sipmask: bool = False):
         super().__init__()
         if num_classes < 1 or fpn_channels < 1 or num_protos < 1:
             raise ValueError(f"num_classes, fpn_channels and num_protos must be positive, got "
@@ -40,7 +40,7 @@ class Yolact(nn.Module):
         self.anchor_grid, self.scales_per_level = anchor_grid, scales_per_level
         self.yolact_550_strides = yolact_550_strides
         n = anchors_per_location(anchor_grid, scales_per_level)  # validates the grid name
-        self.backbone = ResNet(backbone, stride_in_1x1, frozen_bn, dcn_interval, dcn_stages, dcn_groups)
+        self.backbone = ResNet(backbone, stride_in_1x1, frozen_bn, dcn_interval, dcn_stages, dcn_groups, dcn_bias)
         neck = CarafeFPN if carafe else FPN
         self.fpn = neck(self.backbone.out_channels, fpn_channels)
         self.protonet = ProtoNet(fpn_channels, num_protos, fpn_channels)

@@ -99,6 +99,7 @@ class ModelConfig:
     dcn_interval: int = 0  # 0 = no deformable convs; YOLACT++ R101: 3; maYOLACT: 1
     dcn_stages: tuple[int, ...] = (3, 4, 5)
     dcn_groups: int = 1  # deformable groups: 1 in YOLACT++, 4 in maYOLACT
+    dcn_bias: bool = True  # dbolya's YOLACT++ layout; maYOLACT's mmdetection layout (mmcv DCNv2) has none
     mask_rescoring: bool = False  # YOLACT++ fast mask re-scoring
     carafe: bool = False  # maYOLACT FPN upsampling
     sipmask: bool = False  # spatial coefficients per 2×2 box quadrant

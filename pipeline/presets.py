@@ -108,7 +108,7 @@ VARIANTS: dict[str, Variant] = _cumulative((
     ("yolact", "YOLACT", ("train.assigner=fixed_iou",)),
     ("atss_maiou", "+ ATSS w. maIoU", ("train.assigner=atss_maiou",)),
     ("carafe", "+ CARAFE FPN", ("model.carafe=true",)),
-    ("dcnv2", "+ DCNv2", ("model.dcn_interval=1", "model.dcn_groups=4")),
+    ("dcnv2", "+ DCNv2", ("model.dcn_interval=1", "model.dcn_groups=4", "model.dcn_bias=false")),
     ("more_anchors", "+ more anchors", ("model.anchor_grid=mayolact",)),
     ("cosine", "+ cosine annealing (maYOLACT)", ("train.schedule=cosine", "train.lr=0.008")),
 ))

@@ -32,6 +32,16 @@ def test_parameter_counts_of_options():
     assert pp["backbone"] == 24_382_879 and pp["head"] == 3_017_245 and pp["mask_iou_net"] == 108_560
 
 
+def test_dcn_bias_follows_the_layout_it_reproduces():
+    # maYOLACT-550 R50 in mmdetection's layout (mmcv's DCNv2 has no bias): CARAFE FPN, DCNv2 with
+    # 4 deformable groups in every block of C3–C5, 2 anchors per location
+    mayolact = dict(anchor_grid="mayolact", carafe=True, dcn_interval=1, dcn_groups=4)
+    assert parameter_summary(Yolact(80, "resnet50", **mayolact, dcn_bias=False))["total"] == 39_985_830
+    # dbolya's YOLACT++ DCN carries a bias: 13 DCNs of 128·4 + 256·6 + 512·3 output channels more
+    with_bias = parameter_summary(Yolact(80, "resnet50", **mayolact))["total"]
+    assert with_bias - 39_985_830 == 128 * 4 + 256 * 6 + 512 * 3
+
+
 def test_r101_interval_three_places_eleven_dcns():
     net = ResNet("resnet101", dcn_interval=3)
     assert sum(isinstance(m, DeformConv2d) for m in net.modules()) == 11
