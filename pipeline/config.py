@@ -200,6 +200,9 @@ class SweepConfig:
     # seeds of a row with several), and the seed that makes the intervals reproducible.
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
+    # The two assigners (of one anchor grid) whose positives the Fig.-1 picture compares; ():
+    # the baseline against the grid's first mask-aware assigner (ATSS w. IoU vs maIoU).
+    figure_assigners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@
 - `mob.png`           the mask-over-box ratio of the validation ground truths (paper Fig. 3a);
 - `iou_vs_maiou.png`  joint histogram of IoU and maIoU over every (GT, ATSS anchor) pair with
                       IoU > 0 (Fig. 3c);
-- `anchors.png`       a Fig.-1-style picture: validation images with the anchors positive under
-                      ATSS-IoU only (red) and under ATSS-maIoU only (green); common positives
-                      as yellow dots.
+- `anchors.png`       a Fig.-1-style picture: validation images with the anchors positive under one
+                      assigner only (red), under the other only (green), common positives as
+                      yellow dots; the pair is `sweep.figure_assigners` (default: ATSS w. IoU vs
+                      the grid's first mask-aware assigner, e.g. maIoU or GmaIoU).
 
 The dataset figures use the sweep's largest scale at the evaluation geometry (resize to S×S, no
 augmentation), the ATSS anchor grid the model lays on that input (`pipeline.report.anchor_grids`) and the
@@ -24,16 +25,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from assigners import ASSIGNERS, mob_ratio
-from pipeline.config import Config
+from pipeline.config import ASSIGNER_TABLE, Config, SweepConfig
 from pipeline.data.augment import MEAN, STD, AugmentParams
 from pipeline.data.datasets import InstanceDataset, load_split
 from pipeline.report.analysis import overlap_pairs
 from pipeline.report.anchor_grids import input_anchors
 from pipeline.report.plots import plot_iou_vs_maiou, plot_mob_distribution, save_figure
 from pipeline.report.table import BEST_BY, Row
+from pipeline.sweep.grid import baseline_row
 
 BAR_COLOR, BEST_COLOR = "#8da0cb", "#fc8d62"
-ONLY_IOU, ONLY_MAIOU, BOTH = "tab:red", "tab:green", "gold"
+ONLY_A, ONLY_B, BOTH = "tab:red", "tab:green", "gold"
+DEFAULT_FIGURE_PAIR = ("atss_iou", "atss_maiou")  # the maIoU paper's Fig. 1
 MAX_IMAGES = 100  # validation images scanned for the dataset figures
 CANDIDATES = 20  # of which the Fig.-1 picture shows those where the two assigners differ most
 
@@ -85,26 +88,43 @@ def _error_bars(panel: list[Row]) -> np.ndarray:
 
 @dataclass
 class ImageAnchors:
-    """One validation image at S×S with both assigners' positives."""
+    """One validation image at S×S with the positives of the two compared assigners a and b."""
     image: np.ndarray  # uint8 [S, S, 3]
     masks: np.ndarray  # bool [G, S, S]
     boxes: np.ndarray  # float32 [G, 4]
     anchors: np.ndarray  # float32 [A, 4]
-    pos_iou: np.ndarray  # bool [A]
-    pos_maiou: np.ndarray  # bool [A]
+    pos_a: np.ndarray  # bool [A]
+    pos_b: np.ndarray  # bool [A]
 
     @property
     def differing(self) -> int:
-        return int((self.pos_iou != self.pos_maiou).sum())
+        return int((self.pos_a != self.pos_b).sum())
+
+
+def figure_pair(sw: SweepConfig) -> tuple[str, str]:
+    """The two assigners the Fig.-1 picture compares: `sweep.figure_assigners`, or else the
+    report's baseline assigner against the grid's first mask-aware one (ATSS w. IoU vs maIoU)."""
+    if sw.figure_assigners:
+        a, b = sw.figure_assigners
+    else:
+        names = sw.assigners
+        a = baseline_row(sw) if baseline_row(sw) in ASSIGNER_TABLE else names[0]
+        b = next((n for n in names if ASSIGNER_TABLE[n].needs_masks and n != a), DEFAULT_FIGURE_PAIR[1])
+        a = a if ASSIGNER_TABLE[a].anchor_grid == ASSIGNER_TABLE[b].anchor_grid else DEFAULT_FIGURE_PAIR[0]
+    if ASSIGNER_TABLE[a].anchor_grid != ASSIGNER_TABLE[b].anchor_grid:
+        raise ValueError(f"sweep.figure_assigners {a}, {b} lay different anchor grids; pick two of one grid")
+    return a, b
 
 
 def scan_validation(cfg: Config, scale: int, max_images: int = MAX_IMAGES):
     """(MOB [N], labels [N], IoU [P], maIoU [P], candidate images, category names) over the first
-    validation images with ground truths, at the evaluation geometry of `scale`."""
+    validation images with ground truths, at the evaluation geometry of `scale`; the candidate
+    images carry the positives of the `figure_pair` assigners."""
     data = replace(cfg.data, scale=scale)
     params = AugmentParams(scale=scale, train=False, min_box_size=data.min_box_size)
     ds = InstanceDataset(load_split(data, "val"), params, "loader", keep_empty=False)
-    anchors, counts = input_anchors("atss", scale)
+    pair = figure_pair(cfg.sweep)
+    anchors, counts = input_anchors(ASSIGNER_TABLE[pair[0]].anchor_grid, scale)
     mobs, labels, ious, maious, images = [], [], [], [], []
     for index in range(min(len(ds), max_images)):
         item = ds[index]
@@ -117,24 +137,26 @@ def scan_validation(cfg: Config, scale: int, max_images: int = MAX_IMAGES):
         ious.append(iou)
         maious.append(maiou)
         if len(images) < CANDIDATES:
-            pos_iou = ASSIGNERS["atss_iou"](gt, None, anchors, counts) >= 0  # [A]
-            pos_ma = ASSIGNERS["atss_maiou"](gt, item["masks"], anchors, counts, integral=integral) >= 0
+            pos_a, pos_b = (ASSIGNERS[n](gt, item["masks"], anchors, counts, integral=integral) >= 0
+                            for n in pair)  # [A] each
             image = item["image"].permute(1, 2, 0).numpy() * STD + MEAN  # [S, S, 3] RGB
             images.append(ImageAnchors(np.clip(image, 0, 255).astype(np.uint8), item["masks"].numpy(),
-                                       gt.numpy(), anchors.numpy(), pos_iou.numpy(), pos_ma.numpy()))
+                                       gt.numpy(), anchors.numpy(), pos_a.numpy(), pos_b.numpy()))
     cat = lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype)  # noqa: E731
     return (cat(mobs, np.float64), cat(labels, np.int64), cat(ious, np.float64),
             cat(maious, np.float64), images, ds.category_names)
 
 
-def plot_anchor_differences(images: list[ImageAnchors], path: Path, n: int) -> Path | None:
-    """Fig.-1 style: the `n` images where ATSS-IoU and ATSS-maIoU disagree most."""
+def plot_anchor_differences(images: list[ImageAnchors], path: Path, n: int,
+                            pair: tuple[str, str] = ("atss_iou", "atss_maiou")) -> Path | None:
+    """Fig.-1 style: the `n` images where the two assigners of `pair` disagree most."""
     shown = sorted(images, key=lambda im: -im.differing)[:n]
     if not shown:
         return None
     fig = Figure(figsize=(4.2 * len(shown), 4.6))
     axes = fig.subplots(1, len(shown), squeeze=False)[0]
     rng = np.random.default_rng(0)
+    label_a, label_b = (ASSIGNER_TABLE[n].label for n in pair)
     for ax, im in zip(axes, shown):
         overlay = im.image.astype(np.float32)
         for mask in im.masks:  # each instance tinted with its own colour
@@ -142,19 +164,18 @@ def plot_anchor_differences(images: list[ImageAnchors], path: Path, n: int) -> P
         ax.imshow(overlay.astype(np.uint8))
         for x1, y1, x2, y2 in im.boxes:
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", lw=1.2, ls="--"))
-        for sel, color in ((im.pos_iou & ~im.pos_maiou, ONLY_IOU), (im.pos_maiou & ~im.pos_iou, ONLY_MAIOU)):
+        for sel, color in ((im.pos_a & ~im.pos_b, ONLY_A), (im.pos_b & ~im.pos_a, ONLY_B)):
             for x1, y1, x2, y2 in im.anchors[sel]:
                 ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=1.4))
-        both = im.anchors[im.pos_iou & im.pos_maiou]
+        both = im.anchors[im.pos_a & im.pos_b]
         ax.scatter((both[:, 0] + both[:, 2]) / 2, (both[:, 1] + both[:, 3]) / 2, s=10, c=BOTH)
         size = im.image.shape[0]
         ax.set_xlim(0, size)
         ax.set_ylim(size, 0)
         ax.set_axis_off()
-        ax.set_title(f"IoU only: {int((im.pos_iou & ~im.pos_maiou).sum())} (red), "
-                     f"maIoU only: {int((im.pos_maiou & ~im.pos_iou).sum())} (green)", fontsize=8)
-    fig.suptitle("Positive anchors of ATSS w. IoU vs ATSS w. maIoU (yellow: both; dashed: GT boxes)",
-                 fontsize=10)
+        ax.set_title(f"{label_a} only: {int((im.pos_a & ~im.pos_b).sum())} (red), "
+                     f"{label_b} only: {int((im.pos_b & ~im.pos_a).sum())} (green)", fontsize=8)
+    fig.suptitle(f"Positive anchors of {label_a} vs {label_b} (yellow: both; dashed: GT boxes)", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -164,7 +185,8 @@ def dataset_figures(cfg: Config, out: Path, n_images: int) -> list[Path]:
     made = [Path(plot_mob_distribution(mob, str(out / "mob.png"), labels=labels, names=names)),
             Path(plot_iou_vs_maiou(iou, maiou, str(out / "iou_vs_maiou.png"),
                                    title=f"ATSS anchors at {scale}: IoU vs maIoU with their GT"))]
-    return made + [p for p in [plot_anchor_differences(images, out / "anchors.png", n_images)] if p]
+    pair = figure_pair(cfg.sweep)
+    return made + [p for p in [plot_anchor_differences(images, out / "anchors.png", n_images, pair)] if p]
 
 
 def make_figures(record, rows: list[Row], out: Path) -> list[Path]:

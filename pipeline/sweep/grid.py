@@ -78,6 +78,9 @@ def validate_sweep(cfg: Config) -> None:
         raise ValueError(f"sweep.name {sw.name!r} may only hold letters, digits, '.', '_' and '-'")
     if sw.baseline is not None and sw.baseline not in _row_names(sw):
         raise ValueError(f"sweep.baseline {sw.baseline!r} is not a row of the grid; valid: {list(_row_names(sw))}")
+    if sw.figure_assigners and (len(sw.figure_assigners) != 2 or not set(sw.figure_assigners) <= set(ASSIGNER_NAMES)):
+        raise ValueError(f"sweep.figure_assigners must name two assigners of {list(ASSIGNER_NAMES)}, "
+                         f"got {list(sw.figure_assigners)}")
     if sw.bootstrap_resamples < 0:
         raise ValueError(f"sweep.bootstrap_resamples must be >= 0 (0: no intervals), got {sw.bootstrap_resamples}")
 

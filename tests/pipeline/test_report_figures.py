@@ -40,12 +40,12 @@ def test_scan_matches_the_assigners_on_every_candidate(cfg):
     assert len(iou) == len(maiou) > 0 and (iou > 0).all() and (maiou >= 0).all()
     assert set(labels.tolist()) <= set(range(len(names)))
     for im in images:
-        for pos in (im.pos_iou, im.pos_maiou):  # ATSS: positive anchor centres lie inside a GT box
+        for pos in (im.pos_a, im.pos_b):  # ATSS: positive anchor centres lie inside a GT box
             centres = (im.anchors[pos, :2] + im.anchors[pos, 2:]) / 2  # [P, 2]
             inside = ((centres[:, None, :] > im.boxes[None, :, :2]) &
                       (centres[:, None, :] < im.boxes[None, :, 2:])).all(-1).any(-1)  # [P]
             assert inside.all()
-        assert im.differing == int(np.logical_xor(im.pos_iou, im.pos_maiou).sum())
+        assert im.differing == int(np.logical_xor(im.pos_a, im.pos_b).sum())
         assert im.image.dtype == np.uint8 and im.image.shape == (SCALE, SCALE, 3)
 
 
@@ -68,3 +68,25 @@ def test_missing_dataset_skips_only_the_dataset_figures(cfg, tmp_path, capsys):
 def test_mask_ap_plot_needs_a_mask_ap(tmp_path):
     rows = summarise([CellResult(Cell(96, "atss_iou", 0), "a", {"fps": 3.0})], [Cell(96, "atss_iou", 0)])
     assert plot_mask_ap(rows, tmp_path / "x.png") is None
+
+
+def test_the_fig1_pair_is_any_two_assigners_of_one_grid(cfg):
+    from pipeline.report.figures import figure_pair
+
+    sw = cfg.sweep
+    assert figure_pair(replace(sw, assigners=("atss_iou", "atss_maiou"))) == ("atss_iou", "atss_maiou")
+    assert figure_pair(replace(sw, assigners=("atss_iou", "atss_gmaiou"))) == ("atss_iou", "atss_gmaiou")
+    assert figure_pair(replace(sw, figure_assigners=("atss_giou", "atss_gmaiou"))) == ("atss_giou", "atss_gmaiou")
+    with pytest.raises(ValueError, match="different anchor grids"):
+        figure_pair(replace(sw, figure_assigners=("fixed_iou", "atss_maiou")))
+    gmaiou = replace(cfg, sweep=replace(sw, figure_assigners=("atss_iou", "atss_gmaiou")))
+    import torch
+
+    from assigners import ASSIGNERS
+    from pipeline.report.anchor_grids import input_anchors
+
+    anchors, counts = input_anchors("atss", SCALE)
+    for im in scan_validation(gmaiou, SCALE)[4]:
+        gt, masks = torch.from_numpy(im.boxes), torch.from_numpy(im.masks)
+        assert np.array_equal(im.pos_b, (ASSIGNERS["atss_gmaiou"](gt, masks, anchors, counts) >= 0).numpy())
+        assert np.array_equal(im.pos_a, (ASSIGNERS["atss_iou"](gt, None, anchors, counts) >= 0).numpy())
