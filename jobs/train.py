@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -72,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from pipeline.data.datasets import check_paths
     from pipeline.train.run import default_run_name, run_training  # heavy imports after --help
+
     name = args.name or f"{default_run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
+        if not os.environ.get("RAY_ADDRESS"):  # on a cluster only the workers may see the data
+            check_paths(cfg.data)  # before any MLflow run or Ray worker exists
         result = run_training(cfg, run_name=name)
     except ValueError as e:  # bad config or data, found before any run or worker started
         print(f"error: {e}", file=sys.stderr)

@@ -25,7 +25,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.data.datasets import check_paths, dataset_dir
+from pipeline.data.datasets import dataset_dir
 from pipeline.data.precompute import ensure_precomputed
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
 from pipeline.ray_utils import init_ray, worker_runtime_env
@@ -68,7 +68,6 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     trial (Ray already up; pass a deterministic `run_name`, e.g. from the trial id, and Tune's
     `TuneReportCallback` in `callbacks`).
     """
-    check_paths(cfg.data)  # before any MLflow run or Ray worker exists
     name = run_name or default_run_name(cfg)
     storage = str(Path(cfg.train.storage_path).expanduser().resolve())
     key = {tracking.RAY_RUN_TAG: name}
