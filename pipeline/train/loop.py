@@ -163,6 +163,9 @@ def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_di
             ckpt_now = it % cfg.train.checkpoint_every == 0 and it < total
             if log_now or ckpt_now:
                 metrics = _window_metrics(window, progress, parts.world, parts.device)
+                if parts.rank == 0 and log_now:
+                    print(progress_line(metrics, total, cfg.train.batch_size * parts.world,
+                                        progress["train_time"]), flush=True)
                 window = []
                 _report(metrics, parts, progress, local_dir, local_logger, with_checkpoint=ckpt_now)
             if cfg.eval.eval_every and it % cfg.eval.eval_every == 0 and it < total:
@@ -203,6 +206,21 @@ def _final_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: P
             Path(out_dir, METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         _report(metrics, parts, progress, local_dir, local_logger, extra_dir=Path(out_dir),
                 with_checkpoint=True)
+
+
+def progress_line(metrics: dict[str, Any], total: int, global_batch: int, train_time: float) -> str:
+    """`iter 120/600 · loss 14.37 (box 4.14 · cls 3.26 · mask 6.01 · sem 0.96) · lr 1.9e-03 ·
+    8.1 img/s · ETA 1m02s`: what rank 0 prints every `log_every` iterations. The speed is the
+    training time per step so far (kept across resumes), so start-up and evaluation do not
+    distort the ETA."""
+    it = int(metrics["iteration"])
+    terms = " · ".join(f"{k.removeprefix('train/loss_')} {v:.2f}" for k, v in sorted(metrics.items())
+                       if k.startswith("train/loss_"))
+    per_step = train_time / max(it, 1)
+    eta = int(per_step * (total - it))
+    return (f"iter {it}/{total} · loss {metrics.get('train/loss', float('nan')):.2f} ({terms}) · "
+            f"lr {metrics.get('train/lr', float('nan')):.1e} · {global_batch / max(per_step, 1e-9):.1f} img/s · "
+            f"ETA {eta // 60}m{eta % 60:02d}s")
 
 
 def _window_metrics(window: list[dict[str, float]], progress: dict[str, Any], world: int,

@@ -97,3 +97,17 @@ def test_parquet_integrals_are_precomputed_by_the_run(root):
     result = run_training(cfg, run_name="parquet")
     assert sorted(p.name for p in (root / "pq" / "tables").iterdir() if p.is_dir()) == ["train", "val"]
     assert Path(result["checkpoint"], MODEL_FILE).is_file()
+
+
+def test_rank_0_prints_a_progress_line_per_logging_window(local_run, capsys):
+    from pipeline.train.loop import progress_line
+
+    line = progress_line({"iteration": 120, "train/loss": 14.37, "train/loss_cls": 3.26, "train/loss_box": 4.14,
+                          "train/lr": 0.0019}, total=600, global_batch=8, train_time=120.0)
+    assert line == "iter 120/600 · loss 14.37 (box 4.14 · cls 3.26) · lr 1.9e-03 · 8.0 img/s · ETA 8m00s"
+    cfg, _ = local_run
+    run_training(tiny_config(Path(cfg.train.storage_path).parent, f"train.max_iters={ITERS}",
+                             "train.log_every=2", "train.checkpoint_every=2"), run_name="local-progress")
+    out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("iter ")]
+    assert [ln.split(" · ")[0] for ln in out] == ["iter 2/4", "iter 4/4"]
+    assert all("img/s" in ln and "ETA" in ln for ln in out)
