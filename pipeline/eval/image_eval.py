@@ -157,9 +157,11 @@ def ap(ev: ImageEval, weights: np.ndarray) -> np.ndarray:
 
 def _class_ap(ev: ImageEval, order: np.ndarray, w: np.ndarray, npig: np.ndarray) -> np.ndarray:
     """Mean over IoU and recall thresholds of the interpolated precision of one class [b]."""
-    # Detections after the last TP at IoU 0.5 are FPs at every threshold: they only add points of
-    # final recall and lower precision, which change no interpolated precision. Leave them out.
-    hits = np.flatnonzero(ev.det_tp[0, order])
+    # Detections after the last TP at any threshold are FPs (or ignored) at every threshold: they
+    # only add points of final recall and lower precision, which change no interpolated precision.
+    # (Not "after the last TP at IoU 0.5": COCO matches each threshold on its own, so a detection
+    # unmatched at 0.5 can match at 0.75 once a higher-scored one lost the GT there.)
+    hits = np.flatnonzero(ev.det_tp[:, order].any(axis=0))
     order = order[:hits[-1] + 1] if len(hits) else order[:0]
     if len(order) == 0:
         return np.zeros(len(w))

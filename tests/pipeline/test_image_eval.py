@@ -24,7 +24,8 @@ def _random_case(seed: int, num_images: int = 7):
             label = int(rng.integers(0, len(CATS)))
             gts.append({"image_id": img, "category_id": CATS[label], "box": box,
                         "iscrowd": int(rng.random() < 0.1)})
-            if rng.random() < 0.8:  # found, with a jitter
+            for _ in range(rng.integers(0, 3)):  # found 0-2 times, each with its own jitter: a
+                # duplicate can lose the GT at IoU 0.5 and win it at a stricter threshold
                 j = rng.integers(-3, 4, size=4)
                 dbox = [max(0, box[0] + j[0]), max(0, box[1] + j[1]), box[2] + abs(j[2]) + 1, box[3] + abs(j[3]) + 1]
                 dets.append((dbox, float(next(s)), label))
@@ -61,17 +62,29 @@ def test_all_ones_weights_equal_pycocotools_and_olrp(seed, iou_type):
     assert IE.olrp(ev, ones)[0] == pytest.approx(metrics[f"{iou_type}/oLRP"], abs=1e-12)
 
 
+def test_a_duplicate_that_only_matches_at_stricter_thresholds_counts():
+    """A (score 0.9) overlaps the GT at IoU 0.6, B (0.8) at 0.8: at 0.65–0.8 A fails and B takes
+    the GT. pycocotools: 3 thresholds at precision 1, 4 at 0.5, 3 at 0 -> AP 50."""
+    gt = [{"image_id": 1, "category_id": 1, "box": [0, 0, 20, 10]}]
+    pred = make_prediction(1, SIZE, [([0, 0, 20, 6], 0.9, 0), ([0, 0, 20, 8], 0.8, 0)])
+    coco, results = make_coco({1: SIZE}, (1,), gt), predictions_to_coco_results([pred], [1])
+    ev = IE.image_eval(run_cocoeval(coco, results, "bbox"))
+    expected = evaluate_results(coco, results, iou_types=("bbox",))["bbox/AP"]
+    assert expected == pytest.approx(50.0) and IE.ap(ev, np.ones((1, 1)))[0] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
 @pytest.mark.parametrize("seed", range(4))
-def test_integer_weights_equal_a_literally_resampled_dataset(seed):
+def test_integer_weights_equal_a_literally_resampled_dataset(seed, iou_type):
     gts, preds = _random_case(seed)
-    ev = IE.image_eval(run_cocoeval(*_coco(gts, preds, [1] * len(preds)), "segm"))
+    ev = IE.image_eval(run_cocoeval(*_coco(gts, preds, [1] * len(preds)), iou_type))
     rng = np.random.default_rng(100 + seed)
     weights = rng.multinomial(len(preds), np.full(len(preds), 1 / len(preds)), size=4)  # [4, I]
     got_ap, got_olrp = IE.ap(ev, weights), IE.olrp(ev, weights)
     for b, copies in enumerate(weights):
-        metrics = evaluate_results(*_coco(gts, preds, list(copies)), iou_types=("segm",))
-        assert got_ap[b] == pytest.approx(metrics["segm/AP"], abs=1e-12)
-        assert got_olrp[b] == pytest.approx(metrics["segm/oLRP"], abs=1e-12)
+        metrics = evaluate_results(*_coco(gts, preds, list(copies)), iou_types=(iou_type,))
+        assert got_ap[b] == pytest.approx(metrics[f"{iou_type}/AP"], abs=1e-12)
+        assert got_olrp[b] == pytest.approx(metrics[f"{iou_type}/oLRP"], abs=1e-12)
 
 
 def test_save_load_round_trip_and_empty_results(tmp_path):
