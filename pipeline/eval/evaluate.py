@@ -4,7 +4,8 @@
 1. every rank takes rank 0's parameters and buffers (`broadcast_state`): under DDP each rank's
    BatchNorm statistics drift apart after the last synchronising forward, and the checkpoint
    holds rank 0's, so this is what makes the logged metrics equal `jobs.evaluate`'s on that
-   checkpoint, digit for digit, whatever the number of workers;
+   checkpoint, digit for digit, whatever the number of workers (on the same kind of device:
+   `jobs.evaluate --device cuda` for a run trained on GPUs, whose precision is in its config);
 2. every rank predicts its share of the val images — whole global batches dealt out
    round-robin (`shard_batches`), so each image meets the same batch as in one process (eval
    resize, no augmentation) — post-processes them to original-image coordinates

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -68,8 +69,12 @@ def _per_image(record: SweepRecord, results: list[CellResult]) -> dict[str, dict
     with tempfile.TemporaryDirectory() as tmp:
         for r in results:
             path = tracking.download_artifact(record.tracking(), r.run_id, PER_IMAGE_ARTIFACT, Path(tmp) / r.run_id)
-            if path is not None:
+            if path is None:
+                continue
+            try:
                 found[r.cell.key] = image_eval.load(path)
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:  # corrupt or of another format
+                print(f"report: {PER_IMAGE_ARTIFACT} of run {r.run_id} is unreadable ({e}); its row gets no interval")
     return found
 
 

@@ -22,20 +22,22 @@ NO_INTERVAL = float("nan")
 
 
 def _row_evals(row: Row, evals: dict[str, dict[str, ImageEval]]) -> dict[int, dict[str, ImageEval]] | None:
-    """seed -> per-image outcomes of every run of the row, or None when one of them lacks them."""
-    if not row.results or any(r.cell.key not in evals for r in row.results):
+    """seed -> per-image outcomes of every run of the row, or None when one of them lacks them or
+    two runs of the row share a seed (a model-option row that mixes assigners)."""
+    seeds = [r.cell.seed for r in row.results]
+    if not row.results or len(set(seeds)) != len(seeds) or any(r.cell.key not in evals for r in row.results):
         return None
     return {r.cell.seed: evals[r.cell.key] for r in row.results}
 
 
 def compare_rows(rows: list[Row], evals: dict[str, dict[str, ImageEval]], sw: SweepConfig) -> str:
     base_name = baseline_row(sw)
-    findings, problems, images = [], set(), set()
+    findings, problems, images = [], {}, set()
     for scale in dict.fromkeys(r.scale for r in rows):
         srows = [r for r in rows if r.scale == scale and r.n]
         base = next((r for r in srows if r.name == base_name), None)
         if base is None:
-            problems.add(f"the baseline {base_name} has no finished run at S = {scale}")
+            problems[scale] = f"the baseline {base_name} has no finished run"
             continue
         for r in srows:
             r.baseline = base.label
@@ -45,15 +47,14 @@ def compare_rows(rows: list[Row], evals: dict[str, dict[str, ImageEval]], sw: Sw
         draws = _scale_draws(srows, evals, sw, scale, problems, images)
         if draws is None:
             continue
-        rng = np.random.default_rng([sw.bootstrap_seed, scale, 1])
         for r in srows:
             for m in METRICS:
                 if m.key in r.mean:
-                    r.spread[m.key] = spread(draws[r.name][m.key], rng)
+                    r.spread[m.key] = spread(draws[r.name][m.key])
                 if m.key in r.deltas:
                     r.deltas[m.key] = difference(draws[r.name][m.key], draws[base.name][m.key],
-                                                 r.deltas[m.key].delta, rng)
-        _mark_best(srows, draws, rng)
+                                                 r.deltas[m.key].delta)
+        _mark_best(srows, draws)
         findings += [f"S = {scale}: {r.label} {r.deltas[BEST_BY].delta:+.1f} mask AP"
                      + (" (and above every other row: bold)" if r.best else "") for r in srows
                      if BEST_BY in r.deltas and r.deltas[BEST_BY].excludes_zero]
@@ -69,6 +70,8 @@ def _power(rows: list[Row], base_name: str) -> str:
             continue
         mine = {x.cell.seed: x.metrics.get(BEST_BY) for x in r.results}
         theirs = {x.cell.seed: x.metrics.get(BEST_BY) for x in base.results}
+        if len(mine) < r.n or len(theirs) < base.n:  # a row that holds two runs of one seed
+            continue
         deltas = [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))
                   if mine[s] is not None and theirs[s] is not None]
         if len(deltas) >= 2:
@@ -80,20 +83,20 @@ def _power(rows: list[Row], base_name: str) -> str:
             f"these seeds detects with {100 * POWER:.0f} % power at the 5 % level): " + "; ".join(parts) + ".")
 
 
-def _scale_draws(srows: list[Row], evals, sw: SweepConfig, scale: int, problems: set,
+def _scale_draws(srows: list[Row], evals, sw: SweepConfig, scale: int, problems: dict,
                  images: set) -> dict[str, dict[str, RowDraws]] | None:
     """Every row's metrics on the scale's shared image resamples, or None (the reason in `problems`)."""
     if sw.bootstrap_resamples == 0:
-        problems.add("sweep.bootstrap_resamples is 0")
+        problems[scale] = "sweep.bootstrap_resamples is 0"
         return None
     per_row = {r.name: _row_evals(r, evals) for r in srows}
     if any(v is None for v in per_row.values()):
-        problems.add("some runs logged no per-image evaluation (evaluation/per_image.npz; runs "
-                     "made before it existed)")
+        problems[scale] = ("a run logged no readable per-image evaluation (evaluation/per_image.npz), "
+                           "or a row holds two runs of one seed")
         return None
     image_sets = {tuple(ev[m.iou_type].image_ids) for v in per_row.values() for ev in v.values() for m in METRICS}
     if len(image_sets) != 1:
-        problems.add(f"the runs at S = {scale} were evaluated on different validation images")
+        problems[scale] = "its runs were evaluated on different validation images"
         return None
     num_images = len(next(iter(image_sets)))
     images.add(num_images)
@@ -101,7 +104,7 @@ def _scale_draws(srows: list[Row], evals, sw: SweepConfig, scale: int, problems:
     return {name: {m.key: row_draws(v, m, weights) for m in METRICS} for name, v in per_row.items()}
 
 
-def _mark_best(srows: list[Row], draws, rng: np.random.Generator) -> None:
+def _mark_best(srows: list[Row], draws) -> None:
     """Bold the leading row only when it beats every other row of the scale significantly."""
     lead = [r for r in srows if r.leading]
     if len(lead) != 1:
@@ -109,27 +112,32 @@ def _mark_best(srows: list[Row], draws, rng: np.random.Generator) -> None:
     top = lead[0]
     others = [r for r in srows if r is not top and BEST_BY in r.mean]
     lows = [difference(draws[top.name][BEST_BY], draws[o.name][BEST_BY],
-                       top.mean[BEST_BY] - o.mean[BEST_BY], rng).low for o in others]
+                       top.mean[BEST_BY] - o.mean[BEST_BY]).low for o in others]
     top.best = bool(others) and all(low > 0 for low in lows)
 
 
-def _note(rows: list[Row], base_name: str, findings: list[str], problems: set, images: set,
+def _note(rows: list[Row], base_name: str, findings: list[str], problems: dict, images: set,
           sw: SweepConfig) -> str:
     seeds = sorted({r.n for r in rows if r.n})
     label = next((r.label for r in rows if r.name == base_name), base_name)
-    if problems or not images:
-        why = "; ".join(sorted(problems)) or "no finished runs"
+    missing = "; ".join(f"S = {s}: {why}" for s, why in problems.items())
+    if not images:
+        why = missing or "no finished runs"
         return (f"Δ: difference from {label} at the same scale, without an interval ({why}): "
                 "nothing here tells effect from noise, and nothing is marked best.")
-    how = (f"Δ: difference from {label} at the same scale; [{100 * LEVEL:.0f} % CI]: paired percentile "
-           f"bootstrap over the {', '.join(map(str, sorted(images)))} validation images "
+    how = (f"Δ: difference from {label} at the same scale; [{100 * LEVEL:.0f} % CI]: paired bootstrap "
+           f"over the {', '.join(map(str, sorted(images)))} validation images "
            f"({sw.bootstrap_resamples} resamples, every run scored on the same resamples)")
     if seeds[0] >= 2:
-        how += f" and over each row's seeds ({', '.join(map(str, seeds))} per row)."
+        how += (f", combined with the seed-to-seed spread of the per-seed differences ({', '.join(map(str, seeds))} "
+                "seeds per row): Δ ± t·SE, Satterthwaite's degrees of freedom.")
     else:
-        how += (". 1 seed per row: the interval covers test-set sampling only, not training noise — "
-                "another seed can move a row by more than its interval.")
+        how += (", percentile interval. 1 seed per row: the interval covers test-set sampling only, not "
+                "training noise — another seed can move a row by more than its interval.")
+    if missing:
+        how += f" No interval at {missing}."
     said = (f"Significant at {100 * LEVEL:.0f} %: " + "; ".join(findings) + ".") if findings else (
         f"No mask-AP difference from {label} is significant at {100 * LEVEL:.0f} %: these runs cannot "
         "tell the rows apart.")
-    return f"{how} {said}"
+    return f"{how} {said} (Bold compares the leading row with each other row separately, without a "\
+           "multiplicity correction.)"

@@ -9,12 +9,14 @@ the data allows:
    shared by every run of that scale, so the two rows of a difference are always scored on the
    same resample: paired). Each run's metric on a resample comes from its per-image outcome
    (`pipeline.eval.image_eval`), exactly as pycocotools would score the resampled set;
-2. seeds: a row with 2 or more seeds also resamples its seeds in every replicate (the same seed
-   indices for both rows when they ran the same seeds, which pairs init and data order too).
-   With one seed per row this part is absent, and the interval says nothing about training noise.
+2. seeds: with 2 or more seeds in both rows, the seed-to-seed spread of the per-seed differences
+   (paired by seed when both rows ran the same seeds, which pairs init and data order too) adds
+   its variance, and the interval is delta ± t · SE with Satterthwaite's degrees of freedom: with
+   few seeds a bootstrap over seeds would be far too narrow, a t quantile is not. With one seed
+   per row this part is absent, and the interval says nothing about training noise.
 
-The interval is the 2.5 and 97.5 percentiles of the B replicated differences (percentile
-bootstrap); the point estimate is the difference of the rows' means on the full validation set.
+With one seed the interval is the 2.5 and 97.5 percentiles of the B paired replicates (percentile
+bootstrap). The point estimate is always the difference of the rows' means on the full set.
 
 With several seeds per row, `minimal_detectable_difference` says what the design could see at
 all: from the spread of the per-seed paired differences, the smallest true difference that a
@@ -67,8 +69,10 @@ class Interval:
 
 @dataclass(frozen=True)
 class RowDraws:
-    """One row's metric on every resample: `draws` [S seeds, B]; `seeds` names the S runs."""
+    """One row's metric per seed: on the full validation set `full` [S], and on every image
+    resample `draws` [S, B]; `seeds` names the S runs."""
     seeds: tuple[int, ...]
+    full: np.ndarray
     draws: np.ndarray
 
 
@@ -78,33 +82,46 @@ def image_weights(num_images: int, resamples: int, rng: np.random.Generator) -> 
 
 
 def row_draws(evals: dict[int, dict[str, ImageEval]], metric: Metric, weights: np.ndarray) -> RowDraws:
-    """The metric of each seed's run (`evals`: seed -> its per-image outcomes) on each resample."""
+    """The metric of each seed's run (`evals`: seed -> its per-image outcomes) on the full set and
+    on each resample."""
     seeds = tuple(sorted(evals))
-    return RowDraws(seeds, np.stack([_statistic(metric)(evals[s][metric.iou_type], weights) for s in seeds]))
+    stat = _statistic(metric)
+    ones = np.ones((1, weights.shape[1]), dtype=weights.dtype)
+    per_seed = [evals[s][metric.iou_type] for s in seeds]
+    return RowDraws(seeds, np.array([stat(ev, ones)[0] for ev in per_seed]),
+                    np.stack([stat(ev, weights) for ev in per_seed]))
 
 
-def _seed_means(rows: list[RowDraws], rng: np.random.Generator) -> list[np.ndarray]:
-    """Each row's mean over seeds per replicate [B], its seeds resampled when it has several
-    (with the same indices for rows that ran the same seeds)."""
-    b = rows[0].draws.shape[1]
-    picks: dict[tuple[int, ...], np.ndarray] = {}
-    out = []
-    for row in rows:
-        if len(row.seeds) < 2:
-            out.append(row.draws.mean(axis=0))
-            continue
-        if row.seeds not in picks:
-            picks[row.seeds] = rng.integers(0, len(row.seeds), size=(b, len(row.seeds)))  # [B, S]
-        idx = picks[row.seeds]
-        out.append(row.draws[idx, np.arange(b)[:, None]].mean(axis=1))  # [B]
-    return out
+def _t_interval(center: float, seed_var: float, seed_df: float, image_var: float) -> tuple[float, float]:
+    """center ± t · √(seed_var + image_var), Satterthwaite's degrees of freedom (the image part,
+    from B resamples, counts as exactly known)."""
+    total = seed_var + image_var
+    df = total ** 2 / (seed_var ** 2 / seed_df) if seed_var > 0 else np.inf
+    half = stats.t.ppf(1 - (1 - LEVEL) / 2, df) * np.sqrt(total)
+    return float(center - half), float(center + half)
 
 
-def difference(a: RowDraws, b: RowDraws, delta: float, rng: np.random.Generator) -> Interval:
-    """`delta` (a − b on the full set) with the percentile interval of the paired replicates."""
-    mean_a, mean_b = _seed_means([a, b], rng)
-    low, high = np.percentile(mean_a - mean_b, TAILS)
-    return Interval(delta, float(low), float(high))
+def difference(a: RowDraws, b: RowDraws, delta: float) -> Interval:
+    """`delta` (a − b, the rows' means on the full set) with its 95 % interval.
+
+    One seed in a row: the percentile interval of the paired image-resampled differences (test-set
+    sampling only). 2+ seeds in both rows: delta ± t · SE, SE² = the seed-to-seed variance of the
+    mean difference (of the per-seed paired differences when both rows ran the same seeds, else
+    Welch's) + the image-bootstrap variance of the seed-averaged difference; t with Satterthwaite's
+    degrees of freedom, so that few seeds widen the interval as they should.
+    """
+    image_part = a.draws.mean(axis=0) - b.draws.mean(axis=0)  # [B]: seeds fixed, images resampled
+    if len(a.seeds) < 2 or len(b.seeds) < 2:
+        low, high = np.percentile(image_part, TAILS)
+        return Interval(delta, float(low), float(high))
+    if a.seeds == b.seeds:
+        paired = a.full - b.full  # [S]
+        seed_var, seed_df = float(np.var(paired, ddof=1)) / len(paired), len(paired) - 1
+    else:
+        va, vb = (float(np.var(r.full, ddof=1)) / len(r.seeds) for r in (a, b))
+        seed_var = va + vb
+        seed_df = seed_var ** 2 / (va ** 2 / (len(a.seeds) - 1) + vb ** 2 / (len(b.seeds) - 1)) if seed_var else 1.0
+    return Interval(delta, *_t_interval(delta, seed_var, seed_df, float(np.var(image_part, ddof=1))))
 
 
 def minimal_detectable_difference(deltas: list[float], alpha: float = 1 - LEVEL, power: float = POWER) -> float:
@@ -118,8 +135,12 @@ def minimal_detectable_difference(deltas: list[float], alpha: float = 1 - LEVEL,
     return float((t.ppf(1 - alpha / 2) + t.ppf(power)) * np.std(deltas, ddof=1) / np.sqrt(n))
 
 
-def spread(a: RowDraws, rng: np.random.Generator) -> tuple[float, float]:
-    """The percentile interval of one row's own mean (what the figure's error bars show)."""
-    (mean_a,) = _seed_means([a], rng)
-    low, high = np.percentile(mean_a, TAILS)
-    return float(low), float(high)
+def spread(a: RowDraws) -> tuple[float, float]:
+    """The 95 % interval of one row's own mean (what the figure's error bars show), made as
+    `difference` makes it: image percentiles with one seed, t · SE with several."""
+    image_part = a.draws.mean(axis=0)  # [B]
+    if len(a.seeds) < 2:
+        low, high = np.percentile(image_part, TAILS)
+        return float(low), float(high)
+    return _t_interval(float(a.full.mean()), float(np.var(a.full, ddof=1)) / len(a.seeds), len(a.seeds) - 1,
+                       float(np.var(image_part, ddof=1)))

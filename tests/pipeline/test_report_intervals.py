@@ -90,6 +90,11 @@ def test_the_figure_draws_the_intervals(report):
     rep, _, tmp = report
     path = plot_mask_ap(rep.rows, tmp / "mask_ap.png")
     assert path is not None and path.stat().st_size > 0
-    row = next(r for r in rep.rows if (r.scale, r.name) == (96, "atss_iou"))
-    low, high = row.spread["segm/AP"]
-    assert low < row.mean["segm/AP"] < high
+    from pipeline.report.figures import _error_bars
+
+    panel = [r for r in rep.rows if r.scale == 96]
+    bars = _error_bars(panel)  # [2, N]: what matplotlib draws below and above each bar
+    for r, below, above in zip(panel, *bars):
+        low, high = r.spread["segm/AP"]
+        assert low < r.mean["segm/AP"] < high
+        assert (below, above) == pytest.approx((r.mean["segm/AP"] - low, high - r.mean["segm/AP"]))
