@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 ITERS = 12
 CKPT_EVERY = 4
 CRASH_AT = 6  # rank 1 dies before step 6; the run restarts from the checkpoint of step 4
+EVAL_EVERY = 5
 METRIC_KEYS = [f"{t}/{m}" for t in ("segm", "bbox")
                for m in ("AP", "AP50", "AP75", "APS", "APM", "APL",
                          "oLRP", "oLRP_loc", "oLRP_FP", "oLRP_FN")] + \
@@ -44,8 +45,10 @@ def root(tmp_path_factory):
 
 
 def _cfg(root: Path, *extra: str):
+    # eval.eval_every: the mid-training evaluations run under DDP too (and must not change a thing)
     return tiny_config(root, "train.num_workers=2", f"train.max_iters={ITERS}",
-                       f"train.checkpoint_every={CKPT_EVERY}", "train.log_every=2", *extra)
+                       f"train.checkpoint_every={CKPT_EVERY}", "train.log_every=2",
+                       f"eval.eval_every={EVAL_EVERY}", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,9 @@ def test_two_worker_run_is_fully_tracked(uninterrupted, root, parent):
     for key in ("train/loss", "train/loss_cls", "train/loss_box", "train/loss_mask", "train/lr"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert steps == list(range(2, ITERS + 1, 2)), key
+    for key in ("segm/AP", "bbox/oLRP"):  # mid-training evaluations (2 workers), then the final one
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert steps == [5, 10, ITERS], key
     lrs = [m.value for m in client.get_metric_history(run.info.run_id, "train/lr")]
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # warm-up, then the preset's cosine decay
     # artifacts: config, COCO results, overlays, final plain state_dict
