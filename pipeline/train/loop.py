@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -164,8 +165,9 @@ def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_di
             if log_now or ckpt_now:
                 metrics = _window_metrics(window, progress, parts.world, parts.device)
                 if parts.rank == 0 and log_now:
+                    # stderr: a log, not a result (jobs print their result as JSON on stdout)
                     print(progress_line(metrics, total, cfg.train.batch_size * parts.world,
-                                        progress["train_time"]), flush=True)
+                                        progress["train_time"]), file=sys.stderr, flush=True)
                 window = []
                 _report(metrics, parts, progress, local_dir, local_logger, with_checkpoint=ckpt_now)
             if cfg.eval.eval_every and it % cfg.eval.eval_every == 0 and it < total:

@@ -108,6 +108,6 @@ def test_rank_0_prints_a_progress_line_per_logging_window(local_run, capsys):
     cfg, _ = local_run
     run_training(tiny_config(Path(cfg.train.storage_path).parent, f"train.max_iters={ITERS}",
                              "train.log_every=2", "train.checkpoint_every=2"), run_name="local-progress")
-    out = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("iter ")]
+    out = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("iter ")]
     assert [ln.split(" · ")[0] for ln in out] == ["iter 2/4", "iter 4/4"]
     assert all("img/s" in ln and "ETA" in ln for ln in out)
