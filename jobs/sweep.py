@@ -34,7 +34,8 @@ def _rows_help() -> str:
         sets = any(o.startswith("train.assigner=") for o in v.overrides)
         parts.append(f"{name} ({v.label}{'; fixes assigner ' + fixed if sets else ''})")
     return ("Model-option rows for --set sweep.variants=…: " + ", ".join(parts) + ". A row that fixes "
-            "its assigner does not cross with sweep.assigners (--dry-run says so).")
+            "its assigner does not cross with sweep.assigners (--dry-run says so); every other row gives one "
+            "cell per assigner, and the report compares the assigners within each row.")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

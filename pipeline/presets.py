@@ -83,7 +83,7 @@ def _mayolact() -> Config:
     # + cosine LR at 8e-3 = maYOLACT-550.
     base = _paper()
     return replace(base, sweep=replace(base.sweep, scales=(550,), assigners=("atss_maiou",),
-                                       variants=tuple(VARIANTS)))
+                                       variants=tuple(TABLE4_ROWS)))
 
 
 def _cumulative(steps: tuple[tuple[str, str, tuple[str, ...]], ...]) -> dict[str, Variant]:
@@ -104,8 +104,10 @@ class Variant:
 
 # Sweep variants: name -> overrides applied on top of a cell's scale, assigner and seed (a variant
 # that sets train.assigner wins over the assigner axis). The Table-4 rows are cumulative, labelled
-# as the maIoU paper's Table 4: "cosine" is maYOLACT, with every option of the rows above it.
-VARIANTS: dict[str, Variant] = _cumulative((
+# as the maIoU paper's Table 4: "cosine" is maYOLACT, with every option of the rows above it; each
+# fixes its assigner. The head rows fix none: they cross with sweep.assigners (3 assigners × 2
+# head rows = 6 cells), e.g. ATSS w. maIoU with a SipMask head is `--set sweep.variants=sipmask`.
+TABLE4_ROWS: dict[str, Variant] = _cumulative((
     ("yolact", "YOLACT", ("train.assigner=fixed_iou",)),
     ("atss_maiou", "+ ATSS w. maIoU", ("train.assigner=atss_maiou",)),
     ("carafe", "+ CARAFE FPN", ("model.carafe=true",)),
@@ -113,6 +115,18 @@ VARIANTS: dict[str, Variant] = _cumulative((
     ("more_anchors", "+ more anchors", ("model.anchor_grid=mayolact",)),
     ("cosine", "+ cosine annealing (maYOLACT)", ("train.schedule=cosine", "train.lr=0.008")),
 ))
+# dbolya's YOLACT++ (yolact_plus_base_config / yolact_plus_resnet50_config): DCNv2 with a bias in
+# C3–C5, every 3rd block on R101 and every block on R50, fast mask re-scoring, 3 anchor scales per
+# location (2^(j/3)). SipMask (JialeCao001/SipMask): the mask coefficients of each 2×2 quadrant of
+# the box, and the mask loss weighted by the mask alignment.
+_YOLACT_PP = ("model.dcn_bias=true", "model.dcn_groups=1", "model.mask_rescoring=true",
+              "model.scales_per_level=3")
+HEAD_ROWS: dict[str, Variant] = {
+    "yolact_pp": Variant("YOLACT++ R101", ("model.backbone=resnet101", "model.dcn_interval=3") + _YOLACT_PP),
+    "yolact_pp_r50": Variant("YOLACT++ R50", ("model.backbone=resnet50", "model.dcn_interval=1") + _YOLACT_PP),
+    "sipmask": Variant("SipMask head", ("model.sipmask=true", "model.mask_alignment_weighting=true")),
+}
+VARIANTS: dict[str, Variant] = {**TABLE4_ROWS, **HEAD_ROWS}
 
 
 PRESETS = {"tiny": _tiny, "cpu-ablation": _cpu_ablation, "synthetic": _synthetic, "paper": _paper,

@@ -3,8 +3,15 @@
 A cell is one training run: (scale, assigner, seed, variant). The grid is the cross product of
 `SweepConfig.scales × assigners × variants × seeds` in that order (Table 2 order: scale-major,
 then the paper's assigner order); a variant is a named row of model options (`presets.VARIANTS`,
-e.g. the cumulative rows of the maIoU paper's Table 4). A variant that sets `train.assigner` wins
-over the assigner axis, and cells that come out identical are kept once.
+e.g. the cumulative rows of the maIoU paper's Table 4, or the SipMask head). A variant that sets
+`train.assigner` wins over the assigner axis, and cells that come out identical are kept once
+(`collapsed_rows` says so aloud); every other variant crosses with every assigner.
+
+A report line is (scale, variant, assigner): seeds of one line are averaged, and no two assigners
+ever share a line. When some row trains with several assigners (`crosses_assigners`), the report
+compares the assigners within each (scale, row) against the baseline assigner; otherwise (plain
+assigner grids, Table-4 rows that each fix their assigner) it compares the lines of a scale
+against the baseline row.
 
 The cell key (`s550-atss_maiou-seed0`, `s550-atss_maiou-carafe-seed0`) is the identity of a cell
 everywhere: the MLflow child run's tag, the Tune trial name, the Ray Train run name. It is built
@@ -37,9 +44,10 @@ class Cell:
         return "-".join(parts + [f"seed{self.seed}"])
 
     @property
-    def row(self) -> tuple[int, str]:
-        """The report row this cell belongs to: seeds of the same row are averaged."""
-        return (self.scale, self.variant or self.assigner)
+    def row(self) -> tuple[int, str, str]:
+        """The report line this cell belongs to, (scale, variant, assigner): seeds of one line
+        are averaged, and two assigners never share a line."""
+        return (self.scale, self.variant, self.assigner)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,9 +93,16 @@ def validate_sweep(cfg: Config) -> None:
         raise ValueError(f"sweep.bootstrap_resamples must be >= 0 (0: no intervals), got {sw.bootstrap_resamples}")
 
 
+def crosses_assigners(sw: SweepConfig) -> bool:
+    """Whether some model-option row trains with several assigners: then the report compares
+    assigners within each row, and `sweep.baseline` names an assigner."""
+    return any(len({_variant_assigner(v, a) for a in sw.assigners}) > 1 for v in sw.variants)
+
+
 def _row_names(sw: SweepConfig) -> tuple[str, ...]:
-    """The report's rows of one scale: the model-option rows, or else the assigners."""
-    return sw.variants or sw.assigners
+    """What the report compares within a group: the assigners (plain grids, and rows crossed with
+    assigners), or else the model-option rows."""
+    return sw.assigners if crosses_assigners(sw) or not sw.variants else sw.variants
 
 
 def baseline_row(sw: SweepConfig) -> str:
@@ -165,8 +180,16 @@ def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
 
-def row_label(row: tuple[int, str], is_variant: bool) -> str:
-    """`ATSS w. maIoU` for an assigner row, `+ CARAFE FPN` for a model-option row."""
-    if is_variant:
-        return VARIANTS[row[1]].label if row[1] in VARIANTS else row[1]
-    return ASSIGNER_TABLE[row[1]].label if row[1] in ASSIGNER_TABLE else row[1]
+def assigner_label(assigner: str) -> str:
+    """`ATSS w. maIoU` (the papers' name), or the key itself for an unknown one."""
+    return ASSIGNER_TABLE[assigner].label if assigner in ASSIGNER_TABLE else assigner
+
+
+def variant_label(variant: str) -> str:
+    """`+ CARAFE FPN` for a model-option row, or the key itself for an unknown one."""
+    return VARIANTS[variant].label if variant in VARIANTS else variant
+
+
+def name_label(sw: SweepConfig, name: str) -> str:
+    """The label of a name `compared_name` returns (a variant's, unless the report compares assigners)."""
+    return assigner_label(name) if crosses_assigners(sw) or not sw.variants else variant_label(name)

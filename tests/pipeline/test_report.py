@@ -51,7 +51,7 @@ def sweep(tmp_path_factory):
 
 
 def _rows_by_key(rows):
-    return {(r.scale, r.name): r for r in rows}
+    return {(r.scale, r.assigner): r for r in rows}
 
 
 def test_mean_std_and_best_per_scale(sweep):
@@ -89,7 +89,7 @@ def test_markdown_and_csv_on_disk(sweep):
     assert [c.strip() for c in body[0].strip("|").split("|")][1] == "ATSS w. IoU"
     assert cells[-2] == "1920"  # #anchors: integer column, no std (all seeds equal -> std 0)
     table = list(csv.DictReader(io.StringIO((report.directory / "table.csv").read_text())))
-    assert [(int(t["scale"]), t["name"], int(t["best"])) for t in table] == [
+    assert [(int(t["scale"]), t["assigner"], int(t["best"])) for t in table] == [
         (192, "atss_iou", 0), (192, "atss_maiou", 0), (256, "atss_iou", 0), (256, "atss_maiou", 0)]
     assert {t["baseline"] for t in table} == {"ATSS w. IoU"}
     assert (table[0]["mask_AP_delta"], table[0]["mask_AP_delta_ci95_low"]) == ("0.0", "")  # the baseline
@@ -129,12 +129,12 @@ def test_single_seed_has_no_std_and_variants_use_model_column():
     results = [CellResult(cells[0], "a", {"segm/AP": 28.5, "fps": 27.0}),
                CellResult(cells[1], "b", {"segm/AP": 30.4, "fps": float("nan")})]
     rows = summarise(results, cells)
-    assert [r.label for r in rows] == ["YOLACT", "+ ATSS w. maIoU"]
+    assert [r.label for r in rows] == ["YOLACT · fixed IoU threshold", "+ ATSS w. maIoU · ATSS w. maIoU"]
     assert rows[0].std == {} and rows[1].leading and not rows[0].leading
     assert "fps" not in rows[1].mean  # NaN is not averaged in; shown as missing
     md = to_markdown(rows)
-    assert md.splitlines()[0].startswith("| scale | model | seeds |")
-    assert "| 550 | + ATSS w. maIoU | 1 | 30.4 |" in md  # leading, but not shown best without an interval
+    assert md.splitlines()[0].startswith("| scale | model | assigner | seeds |")
+    assert "| 550 | + ATSS w. maIoU | ATSS w. maIoU | 1 | 30.4 |" in md  # leading, but not shown best without an interval
 
 
 def test_collect_keeps_newest_finished_run_per_cell():

@@ -48,7 +48,7 @@ def report(tmp_path_factory):
 
 def test_the_significant_winner_is_bold_and_the_tie_is_not(report):
     rep, _, _ = report
-    rows = {(r.scale, r.name): r for r in rep.rows}
+    rows = {(r.scale, r.assigner): r for r in rep.rows}
     win, tie = rows[(128, "atss_maiou")].deltas["segm/AP"], rows[(96, "atss_maiou")].deltas["segm/AP"]
     assert win.low > 0 and win.low < win.delta < win.high
     assert tie.low < 0 < tie.high
@@ -68,9 +68,9 @@ def test_csv_columns_and_the_baselines_own_row(report):
     table = list(csv.DictReader(io.StringIO((rep.directory / "table.csv").read_text())))
     for prefix in ("mask_AP", "box_AP", "oLRP"):
         assert {f"{prefix}_delta", f"{prefix}_delta_ci95_low", f"{prefix}_delta_ci95_high"} <= set(table[0])
-    base = next(t for t in table if t["scale"] == "128" and t["name"] == "atss_iou")
+    base = next(t for t in table if t["scale"] == "128" and t["assigner"] == "atss_iou")
     assert (base["baseline"], base["mask_AP_delta"], base["mask_AP_delta_ci95_low"]) == ("ATSS w. IoU", "0.0", "")
-    win = next(t for t in table if t["scale"] == "128" and t["name"] == "atss_maiou")
+    win = next(t for t in table if t["scale"] == "128" and t["assigner"] == "atss_maiou")
     assert float(win["mask_AP_delta_ci95_low"]) > 0 and float(win["oLRP_delta_ci95_high"]) < 0
     assert int(win["best"]) == 1
 
@@ -78,7 +78,7 @@ def test_csv_columns_and_the_baselines_own_row(report):
 def test_each_child_run_carries_its_rows_interval(report):
     rep, children, _ = report
     got = children["s128-atss_maiou-seed0"].metrics()
-    row = next(r for r in rep.rows if (r.scale, r.name) == (128, "atss_maiou"))
+    row = next(r for r in rep.rows if (r.scale, r.assigner) == (128, "atss_maiou"))
     d = row.deltas["segm/AP"]
     assert (got["delta/segm_AP"], got["delta/segm_AP_ci95_low"], got["delta/segm_AP_ci95_high"]) == \
         pytest.approx((d.delta, d.low, d.high))
