@@ -1,6 +1,8 @@
-"""Anchor grids: counts, hand-computed values, order against a brute-force loop, alignment with the head."""
+"""Anchor grids: counts, hand-computed values, order against a brute-force loop, mmdetection's
+float32 values bit for bit, alignment with the head."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,9 +74,61 @@ def _brute_force(grid, sizes, image, scales_per_level, preset):
                                              ("atss", 1, True), ("atss", 3, True), ("mayolact", 1, True)])
 def test_order_matches_brute_force(grid, spl, preset):
     sizes = pyramid_sizes(100)  # 13, 7, 4, 2, 1: odd sizes, non-integer S/size
-    anchors, counts = make_anchors(grid, sizes, (100, 100), spl, preset, dtype=torch.float64)
-    torch.testing.assert_close(anchors, _brute_force(grid, sizes, 100, spl, preset))
+    anchors, counts = make_anchors(grid, sizes, (100, 100), spl, preset)
+    torch.testing.assert_close(anchors, _brute_force(grid, sizes, 100, spl, preset).float())
     assert counts == [h * w * anchors_per_location(grid, spl) for h, w in sizes]
+
+
+def _mmdet_float32(grid, sizes, image, scales_per_level, preset):
+    """mmdetection v2 `AnchorGenerator` (gen_single_level_base_anchors + single_level_grid_priors),
+    its float32 operations written out one by one in numpy, in its order."""
+    g = ANCHOR_GRIDS[grid]
+    n = max(g.scales_per_octave, scales_per_level)
+    scales = (np.array([2 ** (j / n) for j in range(n)]) * g.octave_base_scale).astype(np.float32)
+    h_ratios = np.sqrt(np.array(g.ratios, dtype=np.float32))
+    w_ratios = np.float32(1) / h_ratios
+    half = np.float32(0.5)
+    levels = []
+    for level, (h, w) in enumerate(sizes):
+        base = np.float32(8 * 2 ** level)
+        ws = (base * w_ratios[:, None] * scales[None, :]).reshape(-1)
+        hs = (base * h_ratios[:, None] * scales[None, :]).reshape(-1)
+        if grid == "yolact" and preset:  # the config's strides and explicit centers
+            n_cells = (69, 35, 18, 9, 5)[level]
+            stride, centre = 550.0 / n_cells, 550 * 0.5 / n_cells
+        else:
+            stride = image / h if grid == "yolact" else 8.0 * 2 ** level
+            centre = g.center_offset * stride
+        c = np.float32(centre)
+        base_anchors = np.stack([c - half * ws, c - half * hs, c + half * ws, c + half * hs], axis=-1)
+        sx = np.arange(w).astype(np.float32) * np.float32(stride)
+        sy = np.arange(h).astype(np.float32) * np.float32(stride)
+        xx, yy = np.tile(sx, h), np.repeat(sy, w)  # mmdet's _meshgrid, row-major
+        shifts = np.stack([xx, yy, xx, yy], axis=-1)
+        levels.append((base_anchors[None, :, :] + shifts[:, None, :]).reshape(-1, 4))
+    return torch.from_numpy(np.concatenate(levels))
+
+
+@pytest.mark.parametrize("grid,spl,preset,size", [("yolact", 1, True, 550), ("yolact", 3, True, 550),
+                                                  ("atss", 1, True, 550), ("atss", 3, True, 400),
+                                                  ("mayolact", 1, True, 550), ("mayolact", 1, True, 700),
+                                                  ("yolact", 1, False, 100)])
+def test_bit_for_bit_mmdetection(grid, spl, preset, size):
+    sizes = pyramid_sizes(size)
+    anchors, _ = make_anchors(grid, sizes, (size, size), spl, preset)
+    assert torch.equal(anchors, _mmdet_float32(grid, sizes, size, spl, preset))
+
+
+@pytest.mark.parametrize("grid", ["yolact", "mayolact"])
+def test_the_float64_values_rounded_once_differ(grid):
+    """Why the order matters: the exact values rounded once differ from mmdet's on some anchors of
+    these grids, by float32 rounding of the operands (a few ulp of a 550-px coordinate)."""
+    sizes = pyramid_sizes(550)
+    anchors, _ = make_anchors(grid, sizes, (550, 550))
+    exact = _brute_force(grid, sizes, 550, 1, True)
+    assert (anchors != exact.float()).any()
+    ulp_at_1024 = 1024 * torch.finfo(torch.float32).eps
+    assert (anchors.double() - exact).abs().max() <= 2 * ulp_at_1024
 
 
 def test_dtype_device_and_bad_names():
