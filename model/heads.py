@@ -1,7 +1,8 @@
 """YOLACT's heads: the shared prediction head, the protonet and the train-only semantic head.
 
 Class convention (stated once, here): the class head has C + 1 outputs, index 0 is background and
-index label + 1 is the contiguous dataset label 0..C-1.
+index label + 1 is the contiguous dataset label 0..C-1 (softmax). With `sigmoid_cls` (RS-YOLACT,
+mmdet's `use_sigmoid=True`) it has C outputs, index label, one sigmoid each, and no background.
 
 Shapes for features P3..P7 [B, F, H_l, W_l] and n anchors per location:
 - `PredictionHead` -> cls [B, A, C+1] logits, box [B, A, 4] deltas, coef [B, A, k] in (-1, 1) (tanh),
@@ -33,12 +34,13 @@ class PredictionHead(nn.Module):
     """One 3×3 conv + ReLU shared by all levels, then parallel 3×3 convs for class, box, coefficients."""
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_protos: int,
-                 sipmask: bool = False):
+                 sipmask: bool = False, sigmoid_cls: bool = False):
         super().__init__()
         self.num_classes, self.num_protos = num_classes, num_protos
+        self.cls_channels = num_classes if sigmoid_cls else num_classes + 1
         self.coef_sets = SIPMASK_QUADRANTS if sipmask else 1
         self.shared = nn.Conv2d(in_channels, in_channels, 3, padding=1)
-        self.conv_cls = nn.Conv2d(in_channels, num_anchors * (num_classes + 1), 3, padding=1)
+        self.conv_cls = nn.Conv2d(in_channels, num_anchors * self.cls_channels, 3, padding=1)
         self.conv_box = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
         self.conv_coef = nn.Conv2d(in_channels, num_anchors * num_protos * self.coef_sets, 3, padding=1)
         xavier_init(self)
@@ -47,7 +49,7 @@ class PredictionHead(nn.Module):
         cls, box, coef = [], [], []
         for x in feats:
             x = F.relu(self.shared(x))
-            cls.append(flatten_anchor_outputs(self.conv_cls(x), self.num_classes + 1))
+            cls.append(flatten_anchor_outputs(self.conv_cls(x), self.cls_channels))
             box.append(flatten_anchor_outputs(self.conv_box(x), 4))
             coef.append(flatten_anchor_outputs(self.conv_coef(x), self.num_protos * self.coef_sets))
         coef_all = torch.cat(coef, dim=1).tanh()  # [B, A, sets*k]

@@ -1,8 +1,9 @@
 """Detections in original-image coordinates from the raw model output (docs/design.md §8 inference, mmdet test cfg).
 
 Steps, batched over images where the shapes allow:
-1. class probabilities = softmax(cls) without background; per level, the `nms_pre` anchors with the
-   highest foreground score are candidates (mmdet `nms_pre` is per level);
+1. class probabilities = softmax(cls) without background (sigmoid(cls) for a sigmoid head); per
+   level, the `nms_pre` anchors with the highest foreground score are candidates (mmdet `nms_pre`
+   is per level);
 2. decode their boxes and clip them to the S×S input; Fast NMS per class (IoU `nms_iou`, `nms_top_k`
    per class), keep scores > `score_thr`, the best `max_per_img` overall (or greedy NMS with
    `fast_nms=False`);
@@ -72,7 +73,8 @@ def postprocess(out: dict, orig_sizes: list[tuple[int, int]], p: PostprocessPara
     B = out["cls"].shape[0]
     if len(orig_sizes) != B:
         raise ValueError(f"orig_sizes has {len(orig_sizes)} entries for a batch of {B}")
-    scores = out["cls"].float().softmax(dim=-1)[..., 1:]  # [B, A, C]
+    cls = out["cls"].float()
+    scores = cls.sigmoid() if out.get("cls_sigmoid") else cls.softmax(dim=-1)[..., 1:]  # [B, A, C]
     cand = _candidates(scores, out["num_anchors_per_level"], p.nms_pre)  # [B, N]
     C = scores.shape[-1]
     cand_scores = scores.gather(1, cand[..., None].expand(-1, -1, C))  # [B, N, C]

@@ -2,7 +2,8 @@
 
 `Yolact.forward(images [B, 3, S, S])` returns a dict of raw tensors; no loss, assignment or
 post-processing happens inside (see `model.losses`, `model.postprocess`):
-- `cls` [B, A, C+1] class logits (index 0 = background, label + 1 = dataset label)
+- `cls` [B, A, C+1] class logits (index 0 = background, label + 1 = dataset label), or [B, A, C]
+  sigmoid logits (index = label) with `sigmoid_cls`; `cls_sigmoid` (bool) says which
 - `box` [B, A, 4] box deltas (dx, dy, dw, dh) before the stds (0.1, 0.1, 0.2, 0.2), see `model.box_coding`
 - `coef` [B, A, k] mask coefficients (tanh); [B, A, 4, k] with `sipmask` (quadrants TL, TR, BL, BR)
 - `proto` [B, k, Hp, Wp] prototypes (Hp = 2·H3: 138 at 550)
@@ -31,20 +32,21 @@ class Yolact(nn.Module):
                  fpn_channels: int = 256, num_protos: int = 32, stride_in_1x1: bool = False,
                  frozen_bn: bool = False, yolact_550_strides: bool = True, scales_per_level: int = 1,
                  dcn_interval: int = 0, dcn_stages: tuple[int, ...] = (3, 4, 5), dcn_groups: int = 1,
-                 dcn_bias: bool = True, mask_rescoring: bool = False, carafe: bool = False, sipmask: bool = False):
+                 dcn_bias: bool = True, mask_rescoring: bool = False, carafe: bool = False, sipmask: bool = False,
+                 sigmoid_cls: bool = False):
         super().__init__()
         if num_classes < 1 or fpn_channels < 1 or num_protos < 1:
             raise ValueError(f"num_classes, fpn_channels and num_protos must be positive, got "
                              f"{num_classes}, {fpn_channels}, {num_protos}")
         self.num_classes, self.num_protos, self.sipmask = num_classes, num_protos, sipmask
         self.anchor_grid, self.scales_per_level = anchor_grid, scales_per_level
-        self.yolact_550_strides = yolact_550_strides
+        self.yolact_550_strides, self.sigmoid_cls = yolact_550_strides, sigmoid_cls
         n = anchors_per_location(anchor_grid, scales_per_level)  # validates the grid name
         self.backbone = ResNet(backbone, stride_in_1x1, frozen_bn, dcn_interval, dcn_stages, dcn_groups, dcn_bias)
         neck = CarafeFPN if carafe else FPN
         self.fpn = neck(self.backbone.out_channels, fpn_channels)
         self.protonet = ProtoNet(fpn_channels, num_protos, fpn_channels)
-        self.head = PredictionHead(fpn_channels, n, num_classes, num_protos, sipmask)
+        self.head = PredictionHead(fpn_channels, n, num_classes, num_protos, sipmask, sigmoid_cls)
         self.semantic_head = SemanticHead(fpn_channels, num_classes)
         self.mask_iou_net = MaskIoUNet(num_classes) if mask_rescoring else None
         self._anchor_cache: dict = {}
@@ -71,7 +73,7 @@ class Yolact(nn.Module):
         anchors, counts = self.anchors([tuple(f.shape[-2:]) for f in feats], image_size, feats[0].dtype,
                                        feats[0].device)
         out = {"cls": cls, "box": box, "coef": coef, "proto": proto, "anchors": anchors,
-               "num_anchors_per_level": list(counts), "image_size": image_size}
+               "num_anchors_per_level": list(counts), "image_size": image_size, "cls_sigmoid": self.sigmoid_cls}
         if self.training:
             out["sem"] = self.semantic_head(feats[0])
         if self.mask_iou_net is not None:

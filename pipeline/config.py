@@ -104,11 +104,13 @@ class ModelConfig:
     carafe: bool = False  # maYOLACT FPN upsampling
     sipmask: bool = False  # spatial coefficients per 2×2 box quadrant
     mask_alignment_weighting: bool = False  # SipMask loss weighting
+    sigmoid_cls: bool = False  # C sigmoid class outputs, no background (RS Loss; model/heads.py)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     assigner: str = "atss_maiou"
+    loss: str = "standard"  # standard (model.losses) | rank_sort (RS-YOLACT, model/rs_objective.py)
     seed: int = 0
     epochs: int = 55
     max_iters: int | None = None  # overrides epochs when set

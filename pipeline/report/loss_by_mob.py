@@ -116,6 +116,9 @@ def loss_by_mob(model: torch.nn.Module, dataset, assign_fn, device: torch.device
         if target["boxes"].shape[0] == 0:
             continue
         out = model(target["image"][None].to(device))
+        if out.get("cls_sigmoid"):
+            raise ValueError("Fig. 2 reads the softmax classification loss; a sigmoid-head (RS Loss) "
+                             "checkpoint has none")
         matched = assign_fn(target["boxes"], target["masks"], out["anchors"].float(),
                             list(out["num_anchors_per_level"]), target["integrals"])
         for key, pair in image_terms(out, 0, target, matched).items():

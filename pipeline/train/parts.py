@@ -9,7 +9,8 @@
   tensors of another shape, e.g. another class count, keep their initialisation);
 - `optimizer` (SGD, linearly scaled LR) and `scheduler` (LambdaLR: warm-up + step/cosine);
 - `assign_fn` = `ASSIGNERS[train.assigner]`; `losses_fn` = `model.losses` with the OHEM ratio,
-  mask cap and sentinel values bound; `weights` = the loss weights.
+  mask cap and sentinel values bound (or, with `train.loss = "rank_sort"`, the RS-YOLACT objective
+  `model.rs_objective`); `weights` = the loss weights.
 The trainer wraps `model` for DDP afterwards (`ray.train.torch.prepare_model`).
 """
 from __future__ import annotations
@@ -24,11 +25,15 @@ from torch.utils.data import DataLoader
 
 from assigners import ASSIGNERS, BACKGROUND, IGNORE
 from model import losses
+from model.rs_objective import rank_sort_objective
 from pipeline.config import Config
 from pipeline.data.datasets import InstanceDataset, ShardedSampler, batch_to, build_datasets, collate
 from pipeline.data.shards import ResumableBatchSampler, iters_per_epoch
 from pipeline.eval.model_files import build_model
 from pipeline.train.step import build_optimizer, loss_weights, make_lr_lambda
+
+
+OBJECTIVES = ("standard", "rank_sort")
 
 
 def _loader_worker_init(_: int) -> None:
@@ -67,7 +72,22 @@ class WorkerParts:
         return moved.images, moved.targets
 
 
+def objective(cfg: Config) -> Callable:
+    """The training losses `train.loss` names, bound to the config (a sigmoid class head goes with RS)."""
+    if cfg.train.loss not in OBJECTIVES:
+        raise ValueError(f"train.loss={cfg.train.loss!r} is not one of {OBJECTIVES}")
+    if (cfg.train.loss == "rank_sort") != cfg.model.sigmoid_cls:
+        raise ValueError(f"train.loss={cfg.train.loss} needs model.sigmoid_cls="
+                         f"{str(cfg.train.loss == 'rank_sort').lower()} (RS Loss trains a sigmoid class head, "
+                         "the standard losses a softmax one)")
+    if cfg.train.loss == "rank_sort":
+        return partial(rank_sort_objective, ignore=IGNORE)
+    return partial(losses, neg_pos_ratio=cfg.train.ohem_neg_pos, max_masks=cfg.train.max_masks,
+                   mask_alignment=cfg.model.mask_alignment_weighting, background=BACKGROUND, ignore=IGNORE)
+
+
 def build_parts(cfg: Config, *, rank: int, world: int, device: torch.device) -> WorkerParts:
+    losses_fn = objective(cfg)  # a config mistake fails before any data is read
     train_set, val_set = build_datasets(cfg.data)
     if train_set.num_classes != cfg.model.num_classes:
         raise ValueError(f"the dataset has {train_set.num_classes} classes but model.num_classes="
@@ -81,9 +101,6 @@ def build_parts(cfg: Config, *, rank: int, world: int, device: torch.device) -> 
     model = build_model(cfg).to(device)
     optimizer = build_optimizer(model, cfg.train, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, make_lr_lambda(cfg.train, ipe))
-    losses_fn = partial(losses, neg_pos_ratio=cfg.train.ohem_neg_pos, max_masks=cfg.train.max_masks,
-                        mask_alignment=cfg.model.mask_alignment_weighting,
-                        background=BACKGROUND, ignore=IGNORE)
     return WorkerParts(cfg=cfg, rank=rank, world=world, device=device, train_set=train_set,
                        val_set=val_set, model=model, optimizer=optimizer, scheduler=scheduler,
                        assign_fn=ASSIGNERS[cfg.train.assigner], losses_fn=losses_fn,

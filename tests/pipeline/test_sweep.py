@@ -23,7 +23,7 @@ def test_grid_is_the_cross_product_in_table_order():
     assert len(set(keys)) == len(keys)
 
 
-@pytest.mark.parametrize("preset,cells", [("tiny", 4), ("synthetic", 6 * 3 * 3), ("paper", 6 * 3),
+@pytest.mark.parametrize("preset,cells", [("tiny", 4), ("synthetic", 6 * 3 * 3), ("paper", 6 * 3), ("gmayolact", 6),
                                           ("mayolact", 6)])
 def test_presets_grid_sizes(preset, cells):
     cfg = get_preset(preset)
@@ -174,3 +174,18 @@ def test_injected_interruption_fires_after_n_trials(monkeypatch):
         assert got == ["SIGINT", EXIT_CRASHED]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_gmayolact_rows_are_the_gmaiou_papers_table4():
+    cfg = get_preset("gmayolact")
+    cells = grid_cells(cfg)
+    assert [c.variant for c in cells] == ["gm_yolact", "gm_atss_gmaiou", "gm_dcn", "gm_cosine", "gm_two_scales",
+                                          "gmayolact"]
+    assert [c.assigner for c in cells] == ["fixed_iou"] + ["atss_gmaiou"] * 5
+    cfgs = [cell_config(cfg, c, "g") for c in cells]
+    assert [c.model.dcn_interval for c in cfgs] == [0, 0, 1, 1, 1, 1]
+    assert [c.train.schedule for c in cfgs] == ["step"] * 3 + ["cosine"] * 3
+    assert [c.model.anchor_grid for c in cfgs] == ["auto"] * 4 + ["mayolact"] * 2
+    assert [(c.train.loss, c.model.sigmoid_cls) for c in cfgs] == [("standard", False)] * 5 + [("rank_sort", True)]
+    assert [c.train.lr for c in cfgs] == pytest.approx([4e-3] * 3 + [8e-3] * 2 + [6e-3])
+    assert all(c.train.num_workers == 1 and c.data.scale == 550 for c in cfgs)
