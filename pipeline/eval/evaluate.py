@@ -24,7 +24,6 @@ the same in one process (`jobs.evaluate`).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,12 @@ from torch import nn
 
 from model import postprocess
 from model.anchors import count_anchors, pyramid_sizes
-from pipeline.config import Config, EvalConfig, apply_overrides
+from pipeline.config import EvalConfig
 from pipeline.data.coco import load_image
-from pipeline.data.datasets import InstanceDataset, build_dataset, check_paths, collate
+from pipeline.data.datasets import InstanceDataset, build_dataset, collate
 from pipeline.eval import image_eval
 from pipeline.eval.coco_eval import evaluate_per_image, predictions_to_coco_results, write_results_json
-from pipeline.eval.model_files import build_model, read_config, read_state_dict, unwrap
+from pipeline.eval.model_files import load_checkpoint, unwrap
 from pipeline.eval.overlays import save_overlay
 from pipeline.eval.runtime import all_gather, amp_active, autocast, broadcast_state, cpu_threads
 from pipeline.eval.speed import measure_fps
@@ -167,19 +166,8 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
 
     Every problem with the inputs (no such path, not a checkpoint, a corrupt file, no config, a
     dataset that is not there) is a one-line `ValueError` before any work starts."""
-    state = read_state_dict(path)
-    cfg = Config.from_dict(read_config(path))
-    if data_dir is not None:
-        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
-    cfg = apply_overrides(cfg, list(overrides))
-    check_paths(cfg.data)
+    cfg, model = load_checkpoint(path, data_dir, overrides)
     dev = torch.device(device)
-    model = build_model(cfg, load_pretrained=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # names or shapes differ from the model its config builds
-        raise ValueError(f"checkpoint {path} does not fit the model of its config: "
-                         f"{(str(e).splitlines() or [''])[0][:300]}") from None
     model.to(dev)
     val_set = build_dataset(cfg.data, "val")  # the train split is not even read
     return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import torch
 from torch import nn
 
 from model import build_yolact
-from pipeline.config import Config, resolve_anchor_grid
+from pipeline.config import Config, apply_overrides, resolve_anchor_grid
+from pipeline.data.datasets import check_paths
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,27 @@ def read_config(path: str | Path) -> dict[str, Any]:
         return json.loads(found.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{found} is not valid JSON: {e}") from None
+
+
+def load_checkpoint(path: str | Path, data_dir: str | None = None,
+                    overrides: list[str] = ()) -> tuple[Config, nn.Module]:
+    """(config, model on the CPU) of a checkpoint of ours: its config with `data_dir` and `overrides`
+    applied and its dataset paths checked, its weights loaded strictly. Every problem with the
+    inputs (no such path, not a checkpoint, a corrupt file, no config, weights of another model, a
+    dataset that is not there) is a one-line `ValueError` before any work starts."""
+    state = read_state_dict(path)
+    cfg = Config.from_dict(read_config(path))
+    if data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    cfg = apply_overrides(cfg, list(overrides))
+    check_paths(cfg.data)
+    model = build_model(cfg, load_pretrained=False)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # names or shapes differ from the model its config builds
+        raise ValueError(f"checkpoint {path} does not fit the model of its config: "
+                         f"{(str(e).splitlines() or [''])[0][:300]}") from None
+    return cfg, model
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:

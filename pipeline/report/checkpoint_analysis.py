@@ -9,45 +9,28 @@ and the per-term counts and means.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from assigners import ASSIGNERS
 from pipeline import tracking
-from pipeline.config import Config, apply_overrides
 from pipeline.data.augment import AugmentParams
-from pipeline.data.datasets import InstanceDataset, check_paths, load_split
-from pipeline.eval.model_files import build_model, read_config, read_state_dict
+from pipeline.data.datasets import InstanceDataset, load_split
+from pipeline.eval.model_files import load_checkpoint
 from pipeline.report.loss_by_mob import loss_by_mob, summary_metrics, write_loss_by_mob
 
 ARTIFACT_DIR = "loss_by_mob"
 KIND = "analysis"
 
 
-def _model(path: str | Path, cfg: Config) -> torch.nn.Module:
-    state = read_state_dict(path)
-    model = build_model(cfg, load_pretrained=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # names or shapes differ from the model its config builds
-        raise ValueError(f"checkpoint {path} does not fit the model of its config: "
-                         f"{(str(e).splitlines() or [''])[0][:300]}") from None
-    return model
-
-
 def analyze_checkpoint(path: str | Path, *, out_dir: str | Path, split: str = "val", max_images: int | None = 100,
                        data_dir: str | None = None, overrides: list[str] = (), device: str = "cpu",
                        log: bool = True) -> dict:
     """Fig. 2 of the checkpoint at `path`; returns the summary numbers, the files and the MLflow run."""
-    cfg = Config.from_dict(read_config(path))
-    if data_dir is not None:
-        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
-    cfg = apply_overrides(cfg, list(overrides))
-    check_paths(cfg.data)
+    cfg, model = load_checkpoint(path, data_dir, overrides)
     dev = torch.device(device)
-    model = _model(path, cfg).to(dev)
+    model.to(dev)
     params = AugmentParams(scale=cfg.data.scale, train=False, min_box_size=cfg.data.min_box_size)
     dataset = InstanceDataset(load_split(cfg.data, split), params, "loader", keep_empty=False)
     stats = loss_by_mob(model, dataset, ASSIGNERS[cfg.train.assigner], dev, max_images)
