@@ -37,13 +37,15 @@ def compare_rows(rows: list[Row], evals: dict[str, dict[str, ImageEval]], sw: Sw
     base_name, crossed = baseline_row(sw), crosses_assigners(rows)
     base_label = name_label(sw, base_name) + (" of the same row" if crossed else "")
     findings, problems, images = [], {}, set()
-    for (scale, variant), group in compare_groups(rows).items():
+    for (scale, _), group in compare_groups(rows).items():
         where = f"S = {scale}" + (f", {group[0].row_label}" if crossed else "")
         grows = [r for r in group if r.n]
         base = next((r for r in grows if compared_name(r, crossed) == base_name), None)
         if base is None:
+            trained = any(compared_name(r, crossed) == base_name for r in group)
             if grows:
-                problems[where] = f"the baseline {name_label(sw, base_name)} has no finished run"
+                problems[where] = (f"the baseline {name_label(sw, base_name)} has no finished run" if trained else
+                                   f"no {name_label(sw, base_name)} line (the row fixes its assigner)")
             continue
         base.is_baseline = True
         for r in grows:

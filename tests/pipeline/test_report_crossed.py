@@ -99,3 +99,14 @@ def test_markdown_and_csv_name_the_row_and_the_assigner_on_every_line(compared):
     assert csv_lines[0].startswith("scale,row,assigner,label,seeds,best,baseline,mask_AP_delta,")
     assert csv_lines[1].startswith("128,sipmask,fixed_iou,SipMask head · fixed IoU threshold,1,0,"
                                    "ATSS w. IoU of the same row,")
+
+
+def test_a_fixed_row_among_crossed_rows_gets_no_delta_and_says_why():
+    sw = _sweep(variants=("yolact", "sipmask"), bootstrap_resamples=0)
+    cells = grid_cells(replace(Config(), sweep=sw))
+    rows = summarise([CellResult(c, str(i), {"segm/AP": 10.0 + i}) for i, c in enumerate(cells)], cells)
+    note = compare_rows(rows, {}, sw)
+    fixed = next(r for r in rows if r.variant == "yolact")
+    assert fixed.deltas == {} and not fixed.is_baseline
+    assert "S = 128, YOLACT: no ATSS w. IoU line (the row fixes its assigner)" in note
+    assert next(r for r in rows if (r.variant, r.assigner) == ("sipmask", "atss_maiou")).deltas["segm/AP"].delta == 1.0
