@@ -65,7 +65,7 @@ def compare_rows(rows: list[Row], evals: dict[str, dict[str, ImageEval]], sw: Sw
                                                  r.deltas[m.key].delta)
         _mark_best(grows, draws)
         findings += [f"{where}: {r.label} {r.deltas[BEST_BY].delta:+.1f} mask AP"
-                     + (" (and above every other line: bold)" if r.best else "") for r in grows
+                     + (" (and above every other row: bold)" if r.best else "") for r in grows
                      if BEST_BY in r.deltas and r.deltas[BEST_BY].excludes_zero]
     return _note(rows, base_label, findings, problems, images, sw) + _power(rows)
 
