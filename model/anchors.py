@@ -15,8 +15,9 @@ the one the official maIoU code runs), i.e. float32 arithmetic in its order: sca
 `octave_base_scale · 2^(j/n)` in float64 cast to float32; `w = base · (1/√r) · scale`,
 `h = base · √r · scale` in float32; base anchors `centre ∓ 0.5·w` (the centre a Python float, 0 for
 "atss", `550·0.5/n` as the mmdet YOLACT config's explicit `centers` for "yolact"); shifts
-`arange(n) · stride` in float32; anchor = base anchor + shift. The float64 values rounded once
-differ by 1 ulp on some anchors, which moves forced best matches on exact IoU ties.
+`arange(n) · stride` in float32; anchor = base anchor + shift. The exact values rounded once
+differ from these by a few float32 ulp (of a 550-px coordinate) on some anchors of the "yolact"
+and "mayolact" grids, which moves forced best matches on exact IoU ties.
 
 Order (the contract with `model.heads.flatten_anchor_outputs`): level, then row, then column,
 then anchor-within-location; within a location ratio-major, then scale (mmdet's `scale_major`).
