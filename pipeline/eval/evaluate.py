@@ -38,7 +38,7 @@ from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, check_paths, collate
 from pipeline.eval import image_eval
 from pipeline.eval.coco_eval import evaluate_per_image, predictions_to_coco_results, write_results_json
-from pipeline.eval.model_files import build_model, read_config, read_state_dict, unwrap
+from pipeline.eval.model_files import build_model, fit_weights, read_config, read_state_dict, unwrap
 from pipeline.eval.overlays import save_overlay
 from pipeline.eval.runtime import all_gather, amp_active, autocast, broadcast_state, cpu_threads
 from pipeline.eval.speed import measure_fps
@@ -174,12 +174,7 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
     cfg = apply_overrides(cfg, list(overrides))
     check_paths(cfg.data)
     dev = torch.device(device)
-    model = build_model(cfg, load_pretrained=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # names or shapes differ from the model its config builds
-        raise ValueError(f"checkpoint {path} does not fit the model of its config: "
-                         f"{(str(e).splitlines() or [''])[0][:300]}") from None
+    model = fit_weights(build_model(cfg, load_pretrained=False), state, cfg, str(path))
     model.to(dev)
     val_set = build_dataset(cfg.data, "val")  # the train split is not even read
     return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
+SEMANTIC_WEIGHT = "semantic_head.conv.weight"  # [C, F, 1, 1]: the class count of a state_dict
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -80,6 +81,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
         return json.loads(found.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{found} is not valid JSON: {e}") from None
+
+
+def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], cfg: Config, where: str) -> nn.Module:
+    """`model` (built from `cfg`) with the checkpoint's `state`; a one-line error when they differ."""
+    if SEMANTIC_WEIGHT in state and state[SEMANTIC_WEIGHT].shape[0] != cfg.model.num_classes:
+        raise ValueError(f"checkpoint {where}: its weights have {state[SEMANTIC_WEIGHT].shape[0]} classes, "
+                         f"its config model.num_classes={cfg.model.num_classes} (a config of another run?)")
+    try:
+        unwrap(model).load_state_dict(state)
+    except RuntimeError as e:  # names or shapes differ from the model its config builds
+        raise ValueError(f"checkpoint {where} does not fit the model of its config: "
+                         f"{(str(e).splitlines() or [''])[0][:300]}") from None
+    return model
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
