@@ -18,10 +18,10 @@ import argparse
 import json
 import sys
 
-BATCH_SIZE, DRAW_THR = 8, 0.3  # pipeline.eval.predict's defaults (kept out of --help's imports)
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.eval.predict import BATCH_SIZE, DRAW_THR
+
     p = argparse.ArgumentParser(prog="python -m jobs.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_mutually_exclusive_group(required=True)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx and args.scale:
         print("error: --scale is fixed when exporting (python -m jobs.export --scale)", file=sys.stderr)
         return 2
-    from pipeline.eval.predict import run_predict  # heavy imports after --help
+    from pipeline.eval.predict import run_predict
 
     try:
         summary = run_predict(args.input, args.out, checkpoint=args.checkpoint, onnx=args.onnx,

@@ -38,6 +38,7 @@ METADATA_KEY = "maskaware"
 RAW_TOLERANCE = 1e-4  # largest absolute difference of a raw output, ORT vs PyTorch (float32)
 BOX_TOLERANCE = 1e-3  # px: decoded boxes scale the deltas' float32 rounding by exp() and the image size
 MASK_PIXEL_TOLERANCE = 1e-3  # fraction of a mask's pixels that may flip at the threshold
+CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
 EXPORT_LOGGER = "torch.onnx._internal.exporter._registration"  # warns about every torchvision op it lacks
 
 
@@ -101,7 +102,7 @@ def _session(path: str | Path, ort, providers: list[str] | None = None, threads:
     options.log_severity_level = 3  # errors only: ORT warns about unused initializers otherwise
     options.intra_op_num_threads = threads  # 0: ORT's default, one per physical core
     try:
-        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=providers or [CPU_PROVIDER])
     except Exception as e:  # ORT raises its own exception types for files it cannot parse
         raise ValueError(f"{path} is not a readable ONNX model: {str(e).splitlines()[0][:200]}") from None
 
@@ -111,7 +112,9 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu", threads: int
     import onnxruntime as ort
 
     dev = torch.device(device)
-    providers = (["CUDAExecutionProvider"] if dev.type == "cuda" else []) + ["CPUExecutionProvider"]
+    # the CPU wheel has no CUDA provider: ORT then runs on the CPU
+    on_gpu = dev.type == "cuda" and CUDA_PROVIDER in ort.get_available_providers()
+    providers = [CUDA_PROVIDER, CPU_PROVIDER] if on_gpu else [CPU_PROVIDER]
     session = _session(path, ort, providers, threads)
     info = read_info(path, session)
 

@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 from model import postprocess
 from pipeline.eval.coco_eval import MASK_SCORE, predictions_to_coco_results, write_results_json
-from pipeline.eval.evaluate import OVERLAY_DIR, RESULTS_FILE
+from pipeline.eval.evaluate import OVERLAY_DIR, OVERLAY_SCORE_THR, RESULTS_FILE
 from pipeline.eval.inputs import VideoWriter, image_ids, read_image, read_video
 from pipeline.eval.overlays import draw_overlay
 from pipeline.eval.predictor import Predictor, network_input
 
 BBOX_FILE, SEGM_FILE, IMAGES_FILE = "bbox_results.json", "segm_results.json", "images.json"
-DRAW_THR = 0.3  # overlays show confident detections only; the results keep all of them
+DRAW_THR = OVERLAY_SCORE_THR  # overlays show confident detections only; the results keep all of them
 BATCH_SIZE = 8
 
 
@@ -99,7 +99,8 @@ def predict_images(predictor: Predictor, paths: list[Path], out_dir: str | Path,
                    batch_size: int = BATCH_SIZE, draw_thr: float = DRAW_THR, skipped: list[str] = ()) -> dict:
     """Steps 1–3 of the module docstring for image files; see there for what is written."""
     out_dir, info = Path(out_dir), predictor.info
-    ids, names = image_ids(paths), _overlay_names(paths, image_ids(paths))
+    ids = image_ids(paths)
+    names = _overlay_names(paths, ids)
     results, images, problems = [], [], list(skipped)
     bar = _progress(len(paths), "img")
     start = time.perf_counter()

@@ -26,6 +26,10 @@ def _run(capsys, *argv) -> tuple[int, dict | None, str]:
     return code, (json.loads(out) if code == 0 else None), err
 
 
+def _predict(capsys, ckpt, inputs, out, *extra) -> tuple[int, dict | None, str]:
+    return _run(capsys, "--checkpoint", str(ckpt), "--input", str(inputs), "--out", str(out), *extra)
+
+
 def _load(out, name):
     return json.loads((out / name).read_text())
 
@@ -36,15 +40,14 @@ def test_folder_with_a_corrupt_image_and_a_text_file(ckpt, tmp_path, capsys):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (folder / "notes.txt").write_text("hello")
     out = tmp_path / "pred"
-    code, summary, err = _run(capsys, "--checkpoint", str(ckpt), "--input", str(folder), "--out", str(out),
-                              "--batch-size", "2")
+    code, summary, err = _predict(capsys, ckpt, folder, out, "--batch-size", "2")
     assert code == 0, err
     assert "broken.jpg" in err and "cannot decode" in err
     assert summary["images"] == 3 and summary["failed"] == 1 and summary["skipped"] == 1
     assert any("notes.txt: not an image" in p for p in summary["problems"])
     for path, (h, w) in zip(paths, IMAGE_SIZES):  # one overlay per good image, at its own size
         assert Image.open(out / "overlays" / f"{path.stem}.png").size == (w, h)
-    results, bbox, segm = _load(out, "coco_results.json"), _load(out, "bbox_results.json"), _load(out, "segm_results.json")
+    results, bbox, segm = (_load(out, f"{name}_results.json") for name in ("coco", "bbox", "segm"))
     images = {im["id"]: im for im in _load(out, "images.json")}
     # ids number the image files in sorted order, broken.jpg (id 1) included: stable across runs
     assert sorted(images) == [2, 3, 4] and summary["detections"] == len(results) > 0
@@ -63,8 +66,8 @@ def test_folder_with_a_corrupt_image_and_a_text_file(ckpt, tmp_path, capsys):
 def test_overlay_draws_the_confident_detections(ckpt, tmp_path, capsys):
     path = write_images(tmp_path / "in", sizes=[(70, 90)])[0]
     hidden, drawn = tmp_path / "hidden", tmp_path / "drawn"
-    assert _run(capsys, "--checkpoint", str(ckpt), "--input", str(path), "--out", str(hidden), "--draw-thr", "1.01")[0] == 0
-    assert _run(capsys, "--checkpoint", str(ckpt), "--input", str(path), "--out", str(drawn), "--draw-thr", "0")[0] == 0
+    assert _predict(capsys, ckpt, path, hidden, "--draw-thr", "1.01")[0] == 0
+    assert _predict(capsys, ckpt, path, drawn, "--draw-thr", "0")[0] == 0
     original = np.asarray(Image.open(path).convert("RGB"))
     assert np.array_equal(np.asarray(Image.open(hidden / "overlays" / "img0.png")), original)
     assert not np.array_equal(np.asarray(Image.open(drawn / "overlays" / "img0.png")), original)
@@ -74,8 +77,7 @@ def test_glob_picks_the_matching_files_and_numeric_names_give_coco_ids(ckpt, tmp
     write_images(tmp_path / "in", sizes=[(50, 60)], suffix=".jpg")
     for stem in ("000000000139", "000000000285"):
         write_images(tmp_path / "tmp", sizes=[(60, 50)])[0].rename(tmp_path / "in" / f"{stem}.png")
-    code, summary, err = _run(capsys, "--checkpoint", str(ckpt), "--input", str(tmp_path / "in" / "*.png"),
-                              "--out", str(tmp_path / "pred"))
+    code, summary, err = _predict(capsys, ckpt, tmp_path / "in" / "*.png", tmp_path / "pred")
     assert code == 0, err
     assert summary["images"] == 2 and summary["problems"] == []
     assert sorted(im["id"] for im in _load(tmp_path / "pred", "images.json")) == [139, 285]
@@ -83,12 +85,11 @@ def test_glob_picks_the_matching_files_and_numeric_names_give_coco_ids(ckpt, tmp
 
 def test_empty_folder_and_missing_input_are_refused_before_loading(ckpt, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code, _, err = _run(capsys, "--checkpoint", str(ckpt), "--input", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    code, _, err = _predict(capsys, ckpt, tmp_path / "empty", tmp_path / "o")
     assert code == 2 and "holds no image" in err and "found nothing" in err
-    code, _, err = _run(capsys, "--checkpoint", str(tmp_path / "nope"), "--input", str(tmp_path / "empty"),
-                        "--out", str(tmp_path / "o"))
+    code, _, err = _predict(capsys, tmp_path / "nope", tmp_path / "empty", tmp_path / "o")
     assert code == 2 and "holds no image" in err  # the input is checked first
-    code, _, err = _run(capsys, "--checkpoint", str(ckpt), "--input", str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o"))
+    code, _, err = _predict(capsys, ckpt, tmp_path / "nope.jpg", tmp_path / "o")
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "o").exists()
 
@@ -101,7 +102,7 @@ def test_checkpoint_of_another_class_count_is_refused(ckpt, tmp_path, capsys):
     cfg["model"]["num_classes"] = 3
     (other / CONFIG_FILE).write_text(json.dumps(cfg))
     write_images(tmp_path / "in", sizes=[(40, 40)])
-    code, _, err = _run(capsys, "--checkpoint", str(other), "--input", str(tmp_path / "in"), "--out", str(tmp_path / "o"))
+    code, _, err = _predict(capsys, other, tmp_path / "in", tmp_path / "o")
     assert code == 2
     assert "its weights have 4 classes, its config model.num_classes=3" in err and len(err.strip().splitlines()) == 1
 
@@ -122,8 +123,7 @@ def _write_video(path, frames: int, h: int, w: int):
 def test_video_gives_an_overlay_video_and_results_per_frame(ckpt, tmp_path, capsys):
     clip = tmp_path / "clip.mp4"
     _write_video(clip, frames=5, h=48, w=64)
-    code, summary, err = _run(capsys, "--checkpoint", str(ckpt), "--input", str(clip), "--out", str(tmp_path / "pred"),
-                              "--batch-size", "2")
+    code, summary, err = _predict(capsys, ckpt, clip, tmp_path / "pred", "--batch-size", "2")
     assert code == 0, err
     assert summary["images"] == 5
     with av.open(summary["outputs"]["video"]) as container:
@@ -144,11 +144,9 @@ def test_mlflow_run_id_and_its_model_pt(ckpt, tmp_path, capsys):
     run.log_artifact(ckpt / CONFIG_FILE, "config")
     run.finish()
     path = write_images(tmp_path / "in", sizes=[(60, 60)])[0]
-    by_dir = _run(capsys, "--checkpoint", str(ckpt), "--input", str(path), "--out", str(tmp_path / "a"))
-    by_run = _run(capsys, "--checkpoint", run.run_id, "--tracking-uri", uri, "--input", str(path),
-                  "--out", str(tmp_path / "b"))
+    by_dir = _predict(capsys, ckpt, path, tmp_path / "a")
+    by_run = _predict(capsys, run.run_id, path, tmp_path / "b", "--tracking-uri", uri)
     assert by_dir[0] == by_run[0] == 0, by_run[2]
     assert _load(tmp_path / "a", "coco_results.json") == _load(tmp_path / "b", "coco_results.json")
-    code, _, err = _run(capsys, "--checkpoint", "0" * 32, "--tracking-uri", uri, "--input", str(path),
-                        "--out", str(tmp_path / "c"))
+    code, _, err = _predict(capsys, "0" * 32, path, tmp_path / "c", "--tracking-uri", uri)
     assert code == 2 and f"MLflow run {'0' * 32} has no artifact checkpoint/{MODEL_FILE}" in err
