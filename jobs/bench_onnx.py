@@ -56,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE, build_model
 
     torch.set_num_threads(args.threads)
-    cfg = apply_overrides(Config(), [f"data.scale={args.size}", f"model.backbone={args.backbone}",
-                                     f"train.assigner={args.assigner}", "train.amp=false"])
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp)
+        # COCO's 80 classes; the dataset is absent, so the categories are numbered 1..80 (a warning)
+        cfg = apply_overrides(Config(), [f"data.scale={args.size}", f"model.backbone={args.backbone}",
+                                         f"train.assigner={args.assigner}", "train.amp=false",
+                                         f"data.data_dir={ckpt / 'coco'}"])
         torch.save(build_model(cfg, load_pretrained=False).state_dict(), ckpt / MODEL_FILE)
         (ckpt / CONFIG_FILE).write_text(json.dumps(cfg.to_dict()))
         eager = load_checkpoint(str(ckpt))

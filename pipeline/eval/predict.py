@@ -103,6 +103,8 @@ def predict_images(predictor: Predictor, paths: list[Path], out_dir: str | Path,
     names = _overlay_names(paths, ids)
     results, images, problems = [], [], list(skipped)
     bar = _progress(len(paths), "img")
+    for problem in skipped:
+        bar.write(f"skipped {problem}", file=sys.stderr)
     start = time.perf_counter()
     for chunk in _batches(zip(paths, ids, names), batch_size):
         good = []

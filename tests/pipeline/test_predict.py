@@ -42,7 +42,7 @@ def test_folder_with_a_corrupt_image_and_a_text_file(ckpt, tmp_path, capsys):
     out = tmp_path / "pred"
     code, summary, err = _predict(capsys, ckpt, folder, out, "--batch-size", "2")
     assert code == 0, err
-    assert "broken.jpg" in err and "cannot decode" in err
+    assert "broken.jpg" in err and "cannot decode" in err and "notes.txt: not an image" in err
     assert summary["images"] == 3 and summary["failed"] == 1 and summary["skipped"] == 1
     assert any("notes.txt: not an image" in p for p in summary["problems"])
     for path, (h, w) in zip(paths, IMAGE_SIZES):  # one overlay per good image, at its own size
@@ -91,6 +91,9 @@ def test_empty_folder_and_missing_input_are_refused_before_loading(ckpt, tmp_pat
     assert code == 2 and "holds no image" in err  # the input is checked first
     code, _, err = _predict(capsys, ckpt, tmp_path / "nope.jpg", tmp_path / "o")
     assert code == 2 and "does not exist" in err
+    (tmp_path / "notes.txt").write_text("hello")
+    code, _, err = _predict(capsys, ckpt, tmp_path / "notes.txt", tmp_path / "o")
+    assert code == 2 and "notes.txt is neither an image" in err
     assert not (tmp_path / "o").exists()
 
 
