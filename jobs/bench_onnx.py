@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"size": args.size, "backbone": args.backbone, "anchor_grid": eager.info.anchor_grid,
               "threads": args.threads, "runs": args.rounds * args.runs, "ms_median": med,
               "ort_speedup": med["torch_eager"] / med["onnxruntime"], "check_max_abs_diff": check["max_abs_diff"],
+              "check_max_abs_output": check["max_abs_output"], "check_detections": check["detections"],
               "check_same_detections": check["same_detections"], "outputs": list(RAW_OUTPUTS)}
     print(json.dumps(result, indent=1))
     if args.json:

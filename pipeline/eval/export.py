@@ -144,17 +144,19 @@ def same_detections(a: list[dict], b: list[dict]) -> bool:
 
 def check_export(torch_predictor: Predictor, onnx_predictor: Predictor, images: torch.Tensor,
                  orig_sizes: list[tuple[int, int]]) -> dict[str, Any]:
-    """Both routes on the same input [B, 3, S, S]: the largest |difference| of each raw output,
-    the detections of each route and whether they are the same, and `ok` (all within tolerance)."""
+    """Both routes on the same input [B, 3, S, S]: the largest |difference| of each raw output (and
+    its largest |value|), the detection counts, whether the detections are the same, and `ok`."""
     with torch.no_grad():
         ref = torch_predictor.run(images.to(torch_predictor.device))
     got = onnx_predictor.run(images)
     diffs = {k: float((ref[k].float().cpu() - got[k].float().cpu()).abs().max()) for k in RAW_OUTPUTS}
+    scale = {k: float(ref[k].float().abs().max()) for k in RAW_OUTPUTS}  # what float32 rounding scales with
     params = torch_predictor.info.postprocess
     det_ref = [{k: v.cpu() for k, v in d.items()} for d in postprocess(ref, orig_sizes, params)]
     det_got = [{k: v.cpu() for k, v in d.items()} for d in postprocess(got, orig_sizes, params)]
     same = same_detections(det_ref, det_got)
-    return {"max_abs_diff": diffs, "detections": [len(d["labels"]) for d in det_ref], "same_detections": same,
+    return {"max_abs_diff": diffs, "max_abs_output": scale, "detections": [len(d["labels"]) for d in det_ref],
+            "same_detections": same,
             "ok": same and max(diffs.values()) <= RAW_TOLERANCE}
 
 
