@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
+SEMANTIC_WEIGHT = "semantic_head.conv.weight"  # [C, F, 1, 1]: the class count of a state_dict
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -84,6 +85,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{found} is not valid JSON: {e}") from None
 
 
+def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], cfg: Config, where: str) -> nn.Module:
+    """`model` (built from `cfg`) with the checkpoint's `state`; a one-line error when they differ."""
+    if SEMANTIC_WEIGHT in state and state[SEMANTIC_WEIGHT].shape[0] != cfg.model.num_classes:
+        raise ValueError(f"checkpoint {where}: its weights have {state[SEMANTIC_WEIGHT].shape[0]} classes, "
+                         f"its config model.num_classes={cfg.model.num_classes} (a config of another run?)")
+    try:
+        unwrap(model).load_state_dict(state)
+    except RuntimeError as e:  # names or shapes differ from the model its config builds
+        raise ValueError(f"checkpoint {where} does not fit the model of its config: "
+                         f"{(str(e).splitlines() or [''])[0][:300]}") from None
+    return model
+
+
 def load_checkpoint(path: str | Path, data_dir: str | None = None,
                     overrides: list[str] = ()) -> tuple[Config, nn.Module]:
     """(config, model on the CPU) of a checkpoint of ours: its config with `data_dir` and `overrides`
@@ -96,13 +110,7 @@ def load_checkpoint(path: str | Path, data_dir: str | None = None,
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     cfg = apply_overrides(cfg, list(overrides))
     check_paths(cfg.data)
-    model = build_model(cfg, load_pretrained=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # names or shapes differ from the model its config builds
-        raise ValueError(f"checkpoint {path} does not fit the model of its config: "
-                         f"{(str(e).splitlines() or [''])[0][:300]}") from None
-    return cfg, model
+    return cfg, fit_weights(build_model(cfg, load_pretrained=False), state, cfg, str(path))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
