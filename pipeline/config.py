@@ -160,6 +160,11 @@ class EvalConfig:
     eval_every: int = 0  # evaluate on the val set every N iterations too (MLflow curves); 0 = at the end only
     fps_warmup: int = 10
     fps_runs: int = 50
+    # Inference (evaluation, fps, predict), docs/benchmarks.md "Inference": "fp32" | "bf16"
+    # (autocast where the device supports bf16, else fp32); channels_last; torch.compile.
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
     overlays: int = 4
     # (paper preset) mmdetection's segm results carry boxes, so pycocotools takes detection areas
     # from boxes for the S/M/L split of mask AP; False uses mask areas (pycocotools' mask-only way).
