@@ -55,15 +55,15 @@ def test_channels_last_and_bf16_predict_what_fp32_predicts(tiny):
     val = build_dataset(cfg.data, "val")
     batch = collate([val[i] for i in range(2)])
     sizes = [t["orig_size"] for t in batch.targets]
-    ref, p = _predictions(model, cfg, batch.images, sizes, channels_last=False)
-    cl, _ = _predictions(model, cfg, batch.images, sizes, channels_last=True)
+    ref, p = _predictions(model, cfg, batch.images, sizes, precision="fp32", channels_last=False)
+    cl, _ = _predictions(model, cfg, batch.images, sizes, precision="fp32", channels_last=True)
     assert p == FP32
     for a, b in zip(ref, cl):  # the same network in another layout: float rounding only
         n = min(len(a["scores"]), len(b["scores"]), 20)
         torch.testing.assert_close(a["scores"][:n], b["scores"][:n], rtol=1e-4, atol=1e-5)
     if not bf16_native(CPU):
         pytest.skip("this CPU has no native bf16: eval.precision=bf16 runs in fp32")
-    bf, p = _predictions(model, cfg, batch.images, sizes, precision="bf16")
+    bf, p = _predictions(model, cfg, batch.images, sizes, precision="bf16", channels_last=True)
     assert p == BF16_AUTOCAST
     for a, b in zip(ref, bf):  # bf16 keeps ~3 significant digits: the top scores agree loosely
         torch.testing.assert_close(a["scores"][:5], b["scores"][:5], rtol=0.05, atol=0.02)
@@ -75,8 +75,9 @@ def test_fps_states_its_setup_and_the_checkpoint_route_times_the_same(tiny, tmp_
     val = build_dataset(cfg.data, "val")
     metrics = evaluate_model(model, val, cfg.eval, CPU, batch_size=2, threads=1)
     assert metrics["fps"] > 0
-    assert metrics["fps_setup"] == ("cpu (1 threads), fp32, channels-last, batch 1, model + post-processing"
-                                    if cfg.eval.channels_last else "cpu (1 threads), fp32, batch 1, model + post-processing")
+    precision = inference_precision(CPU, False, cfg.eval.precision)
+    layout = ", channels-last" if cfg.eval.channels_last else ""
+    assert metrics["fps_setup"] == f"cpu (1 threads), {precision}{layout}, batch 1, model + post-processing"
     none = evaluate_model(model, val, replace(cfg.eval, fps_runs=0), CPU, batch_size=2, threads=1)
     assert "fps" not in none and "fps_setup" not in none
     assert {k: v for k, v in none.items()} == {k: v for k, v in metrics.items() if not k.startswith("fps")}
