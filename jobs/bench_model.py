@@ -5,8 +5,10 @@
 
 For every device × anchor grid × batch × precision it prints the median over `--runs` timed runs
 (after `--warmup` untimed ones, synchronised) of: forward ms, post-processing ms, end-to-end ms and
-images per second. Precisions: fp32 everywhere; on CUDA also bf16 autocast; `--channels-last`
-(default on CUDA) converts the model and input to channels_last.
+images per second. Precisions (`--precisions`): fp32, and bf16 autocast where the device has native
+bf16 (CUDA; CPUs with AVX-512 BF16 or AMX) — what `eval.precision` selects; `--channels-last`
+(default: `EvalConfig.channels_last`) converts the model and input to channels_last; `--compile`
+also times the `torch.compile`d model (`eval.compile`; compile time excluded, reported apart).
 
 Post-processing is timed on a worst-case output: a randomly initialised head scores nothing above
 0.05 (post-processing would then do no work), so the class logits are replaced by N(0, 3²) noise,
@@ -34,9 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2, our dev machine)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs (default 5 on CUDA, 1 on CPU)")
     p.add_argument("--runs", type=int, default=None, help="timed runs (default 30 on CUDA, 3 on CPU)")
-    p.add_argument("--no-bf16", action="store_true", help="skip the bf16-autocast runs on CUDA")
+    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                   help="eval.precision values to time (default: both; bf16 only where native)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="channels_last memory format (auto: on for CUDA, off for CPU)")
+                   help="channels_last memory format (auto: EvalConfig's default)")
+    p.add_argument("--compile", action="store_true", help="time the torch.compile'd model instead")
     p.add_argument("--orig-size", type=int, nargs=2, default=[480, 640], metavar=("H", "W"),
                    help="original image size the masks are resized to (default 480 640)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -51,49 +55,66 @@ def _median_ms(fn, device, warmup: int, runs: int) -> float:
 def bench(args) -> list[dict]:
     import torch
 
-    from model import Yolact, format_parameter_summary, postprocess
+    from model import Yolact, format_parameter_summary
     from pipeline.config import EvalConfig
+    from pipeline.eval.runtime import inference_precision
     torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    eval_cfg = EvalConfig(channels_last={"on": True, "off": False}.get(args.channels_last, EvalConfig.channels_last),
+                          compile=args.compile)
     rows = []
     for dev_name in devices:
         device = torch.device(dev_name)
         cuda = device.type == "cuda"
         warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
         runs = args.runs if args.runs is not None else (30 if cuda else 3)
-        channels_last = args.channels_last == "on" or (args.channels_last == "auto" and cuda)
-        precisions = ["fp32"] + (["bf16"] if cuda and not args.no_bf16 else [])
+        precisions = list(dict.fromkeys(inference_precision(device, False, p) for p in args.precisions))
         for grid in args.grids:
             torch.manual_seed(0)
             net = Yolact(args.num_classes, args.backbone, grid).eval().to(device)
             if grid == args.grids[0] and dev_name == devices[0]:
                 print(format_parameter_summary(net))
-            if channels_last:
+            if eval_cfg.channels_last:
                 net = net.to(memory_format=torch.channels_last)
             for batch in args.batches:
                 x = torch.randn(batch, 3, args.size, args.size, device=device)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
                 for precision in precisions:
-                    def forward():
-                        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-                            return net(x)
-                    out = forward()
-                    g = torch.Generator(device=device).manual_seed(0)
-                    out["cls"] = 3 * torch.randn(out["cls"].shape, generator=g, device=device)
-                    sizes = [tuple(args.orig_size)] * batch
-                    fwd = _median_ms(forward, device, warmup, runs)
-                    post = _median_ms(lambda: postprocess(out, sizes, EvalConfig()), device, warmup, runs)
-                    dets = postprocess(out, sizes, EvalConfig())
-                    row = {"device": torch.cuda.get_device_name(device) if cuda else f"cpu ({args.threads} threads)",
-                           "grid": grid, "anchors": int(out["anchors"].shape[0]), "batch": batch,
-                           "precision": precision, "channels_last": channels_last, "forward_ms": round(fwd, 2),
-                           "post_ms": round(post, 2), "total_ms": round(fwd + post, 2),
-                           "images_per_s": round(1e3 * batch / (fwd + post), 1),
-                           "detections_per_image": len(dets[0]["scores"])}
-                    rows.append(row)
-                    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+                    rows.append(_time_one(net, x, precision, eval_cfg, device, warmup, runs, args))
     return rows
+
+
+def _time_one(net, x, precision: str, eval_cfg, device, warmup: int, runs: int, args) -> dict:
+    """Forward, post-processing and end-to-end ms of one (model, batch, precision), as evaluation runs them."""
+    import time
+
+    import torch
+
+    from model import postprocess
+    from pipeline.eval.evaluate import fps_setup
+    from pipeline.eval.runtime import inference_autocast
+    model = torch.compile(net) if eval_cfg.compile else net
+    if eval_cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def forward():
+        with torch.no_grad(), inference_autocast(device, precision):
+            return model(x)
+    t0 = time.perf_counter()
+    out = forward()  # the first call compiles with --compile
+    first_s = time.perf_counter() - t0
+    g = torch.Generator(device=device).manual_seed(0)
+    out["cls"] = 3 * torch.randn(out["cls"].shape, generator=g, device=device)
+    sizes = [tuple(args.orig_size)] * x.shape[0]
+    fwd = _median_ms(forward, device, warmup, runs)
+    post = _median_ms(lambda: postprocess(out, sizes, eval_cfg), device, warmup, runs)
+    dets = postprocess(out, sizes, eval_cfg)
+    row = {"setup": fps_setup(device, eval_cfg, precision, x.shape[0]), "grid": net.anchor_grid,
+           "anchors": int(out["anchors"].shape[0]), "batch": x.shape[0], "forward_ms": round(fwd, 2),
+           "post_ms": round(post, 2), "total_ms": round(fwd + post, 2),
+           "images_per_s": round(1e3 * x.shape[0] / (fwd + post), 1),
+           "detections_per_image": len(dets[0]["scores"]), "first_call_s": round(first_s, 1)}
+    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,8 @@ Steps, batched over images where the shapes allow:
    per class), keep scores > `score_thr`, the best `max_per_img` overall (or greedy NMS with
    `fast_nms=False`);
 3. masks: sigmoid(P·c) at prototype resolution, cropped by the predicted box (padded by 1 proto
-   pixel), bilinearly resized to the original (h, w), thresholded at `mask_thr`;
+   pixel), bilinearly resized to the original (h, w), thresholded at `mask_thr` — the resize of
+   the whole image, evaluated only inside each mask's window (`model.paste`);
 4. boxes scaled from the S×S input to (h, w) and clamped to the image.
 With a re-scoring net (YOLACT++) `mask_scores` = class score × predicted mask IoU; otherwise it
 equals `scores`.
@@ -21,11 +22,11 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 
 from model.box_coding import decode
-from model.masks import crop_region, mask_logits
+from model.masks import CROP_PADDING, crop_region, mask_logits
 from model.nms import fast_nms, standard_nms
+from model.paste import crop_bounds, paste_masks
 
 
 @runtime_checkable
@@ -61,10 +62,7 @@ def _masks(proto: torch.Tensor, coef: torch.Tensor, boxes: torch.Tensor, scale: 
     iou = None
     if net is not None:
         iou = net(soft[:, None]).gather(1, labels[:, None]).squeeze(1) if soft.shape[0] else soft.new_zeros(0)
-    if soft.shape[0] == 0:
-        return torch.zeros((0, *size), dtype=torch.bool, device=soft.device), iou
-    big = F.interpolate(soft[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # [N, h, w]
-    return big > mask_thr, iou
+    return paste_masks(soft, crop_bounds(pboxes, Hp, Wp, CROP_PADDING), size, mask_thr), iou
 
 
 @torch.no_grad()

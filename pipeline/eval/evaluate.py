@@ -14,16 +14,19 @@
 3. the results are gathered on rank 0 (`all_gather_object` when a process group is up) in the
    dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP
    (`pipeline.eval.coco_eval`), the fps of model + post-processing at batch 1
-   (`pipeline.eval.speed`), and writes `coco_results.json` and `overlays/<image_id>.png` for the
+   (`pipeline.eval.speed`; with `fps_setup`, what it measured; none when `fps_runs` is 0), and writes `coco_results.json` and `overlays/<image_id>.png` for the
    first `eval_cfg.overlays` images into `out_dir`, with `per_image.npz`, the per-image outcome
    of COCO's matching that the report's bootstrap resamples (`pipeline.eval.image_eval`).
-Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}.
+Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}. Steps 2–3 run as
+`inference_setup` says: `eval.precision` (bf16 autocast where the device has bf16),
+`eval.channels_last`, `eval.compile`, with the training worker's CPU thread count.
 
 `evaluate_checkpoint(path, ...)` rebuilds the model from a checkpoint's `config.json` and runs
-the same in one process (`jobs.evaluate`).
+the same in one process (`jobs.evaluate`); `checkpoint_speed(path, eval_cfg)` only times it.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,9 @@ from pipeline.eval import image_eval
 from pipeline.eval.coco_eval import evaluate_per_image, predictions_to_coco_results, write_results_json
 from pipeline.eval.model_files import load_checkpoint, unwrap
 from pipeline.eval.overlays import save_overlay
-from pipeline.eval.runtime import all_gather, amp_active, autocast, broadcast_state, cpu_threads
-from pipeline.eval.speed import measure_fps
+from pipeline.eval.runtime import (FP32, all_gather, broadcast_state, channels_last, cpu_threads,
+                                   inference_autocast, inference_precision)
+from pipeline.eval.speed import describe_setup, measure_fps
 
 RESULTS_FILE = "coco_results.json"
 PER_IMAGE_FILE = "per_image.npz"  # `pipeline.eval.image_eval`: what the report resamples
@@ -48,15 +52,14 @@ OVERLAY_DIR = "overlays"
 OVERLAY_SCORE_THR = 0.3  # draw only confident detections; evaluation uses all of them
 
 
-def precision_name(device: torch.device, amp: bool) -> str:
-    return "bf16-autocast" if amp_active(device, amp) else "fp32"
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, orig_sizes: list[tuple[int, int]],
-            eval_cfg: EvalConfig, amp: bool = False) -> list[dict]:
-    """Post-processed detections of one batch (original-image coordinates)."""
-    with autocast(images.device, amp):
+            eval_cfg: EvalConfig, precision: str = FP32) -> list[dict]:
+    """Post-processed detections of one batch (original-image coordinates); `precision` from
+    `runtime.inference_precision`, the model already in channels_last when `eval_cfg` asks."""
+    if eval_cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with inference_autocast(images.device, precision):
         out = model(images)
     return postprocess(out, orig_sizes, eval_cfg)
 
@@ -64,13 +67,13 @@ def predict(model: nn.Module, images: torch.Tensor, orig_sizes: list[tuple[int, 
 @torch.no_grad()
 def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[int],
                     eval_cfg: EvalConfig, device: torch.device, batch_size: int,
-                    amp: bool = False) -> list[dict]:
+                    precision: str = FP32) -> list[dict]:
     """COCO results (RLE masks, original category ids) of `dataset[indices]`."""
     results: list[dict] = []
     for start in range(0, len(indices), batch_size):
         batch = collate([dataset[i] for i in indices[start:start + batch_size]])
         preds = predict(model, batch.images.to(device), [t["orig_size"] for t in batch.targets],
-                        eval_cfg, amp)
+                        eval_cfg, precision)
         for p, t in zip(preds, batch.targets):
             p["image_id"] = t["image_id"]
         results += predictions_to_coco_results(preds, dataset.label_to_category)
@@ -78,23 +81,31 @@ def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[in
 
 
 def speed(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
-          device: torch.device, amp: bool = False) -> dict[str, Any]:
-    """fps of model + post-processing at batch 1 (inputs already on the device)."""
+          device: torch.device, precision: str = FP32) -> dict[str, Any]:
+    """fps of model + post-processing at batch 1 (inputs already on the device); `setup` says so."""
     n = min(len(dataset), max(eval_cfg.fps_warmup + eval_cfg.fps_runs, 1), 8)
     items = [dataset[i] for i in range(n)]
     inputs = [(it["image"][None].to(device), [it["orig_size"]]) for it in items]  # [1, 3, S, S]
-    return measure_fps(lambda x: predict(model, x[0], x[1], eval_cfg, amp), inputs,
-                       warmup=eval_cfg.fps_warmup, runs=eval_cfg.fps_runs, device=device,
-                       precision=precision_name(device, amp))
+    fps = measure_fps(lambda x: predict(model, x[0], x[1], eval_cfg, precision), inputs,
+                      warmup=eval_cfg.fps_warmup, runs=eval_cfg.fps_runs, device=device, precision=precision)
+    return {**fps, "setup": fps_setup(device, eval_cfg, precision)}
+
+
+def fps_setup(device: torch.device, eval_cfg: EvalConfig, precision: str, batch: int = 1) -> str:
+    """What an fps figure of `speed` measures, e.g. 'cpu (2 threads), bf16-autocast, channels-last,
+    batch 1, model + post-processing'."""
+    layout = [name for name, on in (("channels-last", eval_cfg.channels_last),
+                                    ("torch.compile", eval_cfg.compile)) if on]
+    return describe_setup(device, ", ".join([precision, *layout]), "model + post-processing", batch)
 
 
 def write_overlays(model: nn.Module, dataset: InstanceDataset, count: int, out_dir: Path,
-                   eval_cfg: EvalConfig, device: torch.device, amp: bool = False) -> list[Path]:
+                   eval_cfg: EvalConfig, device: torch.device, precision: str = FP32) -> list[Path]:
     paths = []
     for i in range(min(count, len(dataset))):
         item = dataset[i]
         record = dataset.records[i]
-        pred = predict(model, item["image"][None].to(device), [item["orig_size"]], eval_cfg, amp)[0]
+        pred = predict(model, item["image"][None].to(device), [item["orig_size"]], eval_cfg, precision)[0]
         paths.append(save_overlay(out_dir / OVERLAY_DIR / f"{item['image_id']}.png",
                                   load_image(record.path, record.image_id), pred,
                                   dataset.category_names, score_thr=OVERLAY_SCORE_THR))
@@ -130,33 +141,43 @@ def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalCon
     was_training = core.training
     core.eval()
     try:
-        with cpu_threads(device, threads):
-            return _evaluate(core, dataset, eval_cfg, device, batch_size, amp, rank, world, out_dir)
+        broadcast_state(core, world)  # before any change of memory format (collectives want dense tensors)
+        with inference_setup(core, eval_cfg, device, amp, threads) as (net, precision):
+            return _evaluate(core, net, dataset, eval_cfg, device, batch_size, precision, rank, world, out_dir)
     finally:
         core.train(was_training)
 
 
-def _evaluate(core: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig, device: torch.device,
-              batch_size: int, amp: bool, rank: int, world: int, out_dir: str | Path | None) -> dict[str, Any]:
-    """Steps 1–3 of the module docstring, on the unwrapped model in eval mode."""
-    broadcast_state(core, world)
+@contextmanager
+def inference_setup(core: nn.Module, eval_cfg: EvalConfig, device: torch.device, amp: bool, threads: int):
+    """(model to call, precision) for the block: `threads` CPU threads, the model in channels_last
+    and/or compiled as `eval_cfg` asks (its layout restored afterwards), bf16 autocast where
+    `eval.precision` (or a CUDA run's `amp`) asks and the device computes bf16 natively."""
+    precision = inference_precision(device, amp, eval_cfg.precision)  # checks eval.precision first
+    with cpu_threads(device, threads), channels_last(core, eval_cfg.channels_last):
+        yield (torch.compile(core) if eval_cfg.compile else core), precision
+
+
+def _evaluate(core: nn.Module, net: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
+              device: torch.device, batch_size: int, precision: str, rank: int, world: int,
+              out_dir: str | Path | None) -> dict[str, Any]:
+    """Steps 2–3 of the module docstring: `net` (the model as `inference_setup` runs it) predicts."""
     mine = shard_batches(len(dataset), batch_size, rank, world)
-    mine_results = predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp)
+    mine_results = predict_results(net, dataset, mine, eval_cfg, device, batch_size, precision)
     results = in_dataset_order(dataset, [r for part in all_gather(mine_results, world) for r in part])
     if rank != 0:
         return {}
     metrics, per_image = evaluate_per_image(dataset.coco, results, segm_area_from_box=eval_cfg.segm_area_from_box)
-    fps = speed(core, dataset, eval_cfg, device, amp) if eval_cfg.fps_runs > 0 else {}
-    metrics["fps"] = fps.get("fps", float("nan"))
-    metrics["fps_device"] = fps.get("device", str(device))
-    metrics["fps_precision"] = fps.get("precision", precision_name(device, amp))
+    if eval_cfg.fps_runs > 0:  # else no fps at all (a sweep measures it in its own pass)
+        fps = speed(net, dataset, eval_cfg, device, precision)
+        metrics.update(fps=fps["fps"], fps_setup=fps["setup"])
     metrics["num_anchors"] = count_anchors(core.anchor_grid, pyramid_sizes(dataset.params.scale),
                                            core.scales_per_level)
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_results_json(results, out_dir / RESULTS_FILE)
         image_eval.save(per_image, out_dir / PER_IMAGE_FILE)
-        write_overlays(core, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, amp)
+        write_overlays(net, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, precision)
     return metrics
 
 
@@ -172,3 +193,16 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
     val_set = build_dataset(cfg.data, "val")  # the train split is not even read
     return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,
                           amp=cfg.train.amp, threads=cfg.train.cpus_per_worker, out_dir=out_dir)
+
+
+def checkpoint_speed(path: str | Path, eval_cfg: EvalConfig, device: str = "cpu") -> dict[str, Any]:
+    """`speed` of a checkpoint's model on its validation images with `eval_cfg`'s inference
+    settings and the training worker's thread count, in this process: how a sweep times every
+    cell, one after the other once all trials are done (`pipeline.sweep.driver`)."""
+    cfg, model = load_checkpoint(path)
+    dev = torch.device(device)
+    model.to(dev).eval()
+    val_set = build_dataset(cfg.data, "val")
+    with inference_setup(model, eval_cfg, dev, cfg.train.amp, cfg.train.cpus_per_worker) as (net, precision):
+        return speed(net, val_set, eval_cfg, dev, precision)
+

@@ -1,7 +1,11 @@
 """Device and process-group helpers shared by evaluation and training (no Ray).
 
-- `amp_active` / `autocast`: bf16 autocast is a CUDA-only option; elsewhere `amp` is ignored, so a
-  config written for a GPU cluster still runs (in fp32) on a laptop.
+- `amp_active` / `autocast`: bf16 autocast is a CUDA-only option for training; elsewhere `amp` is
+  ignored, so a config written for a GPU cluster still runs (in fp32) on a laptop.
+- `inference_precision` / `inference_autocast` / `channels_last`: how inference runs — bf16
+  autocast with `amp` on CUDA or with `eval.precision="bf16"` on any device with native bf16 (CUDA,
+  or a CPU with AVX-512 BF16 / AMX, where oneDNN has bf16 kernels; emulated bf16 would be slower
+  than fp32), and the model in channels_last memory format for the duration of a block.
 - `cpu_threads`: a fixed torch thread count for a block (CPU results depend on it).
 - `broadcast_state`, `all_gather`: rank 0's model state on every rank, and every rank's Python
   object on every rank; without a process group they do nothing (or return `[obj]`), so the same
@@ -25,6 +29,44 @@ def amp_active(device: torch.device, amp: bool) -> bool:
 def autocast(device: torch.device, amp: bool):
     """The bf16 autocast context when `amp_active`, else a no-op context."""
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if amp_active(device, amp) else nullcontext()
+
+
+FP32, BF16_AUTOCAST = "fp32", "bf16-autocast"
+PRECISIONS = ("fp32", "bf16")  # the values of `EvalConfig.precision`
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (CUDA with bf16, a CPU with AVX-512 BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def inference_precision(device: torch.device, amp: bool, precision: str) -> str:
+    """FP32 or BF16_AUTOCAST: what the forward pass at evaluation runs in on `device`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"eval.precision must be one of {PRECISIONS}, got {precision!r}")
+    bf16 = amp_active(device, amp) or (precision == "bf16" and bf16_native(device))
+    return BF16_AUTOCAST if bf16 else FP32
+
+
+def inference_autocast(device: torch.device, precision_name: str):
+    """bf16 autocast for BF16_AUTOCAST (from `inference_precision`), else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision_name == BF16_AUTOCAST else nullcontext()
+
+
+@contextmanager
+def channels_last(module: nn.Module, enabled: bool):
+    """Run the block with `module`'s 4-d weights in channels_last, then back to contiguous (a
+    layout change only: the values, and training afterwards, are unchanged)."""
+    if not enabled:
+        yield
+        return
+    module.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        module.to(memory_format=torch.contiguous_format)
 
 
 @contextmanager

@@ -31,6 +31,12 @@ def describe_device(device: torch.device | str) -> str:
     return str(device)
 
 
+def describe_setup(device: torch.device | str, precision: str, timed: str, batch: int = 1) -> str:
+    """What an fps figure measured, e.g. 'cpu (2 threads), bf16-autocast, batch 1, model +
+    post-processing': every cell of a report states it (`fps_setup`)."""
+    return f"{describe_device(device)}, {precision}, batch {batch}, {timed}"
+
+
 def _synchronizer(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)

@@ -11,8 +11,8 @@ Output, under `<sweep dir>/report/` and logged to the parent run under `report/`
   #anchors, train time; `mean ± std` (sample std, n-1) when a row has several seeds; the leading
   row of a scale (highest mean mask AP at the precision shown) in bold only when it is
   significantly above every other row of its scale; a metric COCOeval leaves undefined (-1, e.g.
-  APL with no large objects) shows as `n/a`; under it, how the intervals were made and what they
-  support;
+  APL with no large objects) shows as `n/a`; under it, what the fps column measured (`fps_note`),
+  how the intervals were made and what they support;
 - `table.csv` the same numbers unrounded: `scale`, `row`, `assigner`, `label`, `baseline`, `<metric>_delta` and its `_ci95_low` /
   `_ci95_high` for mask AP, box AP and oLRP, then one `<metric>_mean` / `<metric>_std` pair per
   column;
@@ -214,9 +214,20 @@ def to_markdown(rows: list[Row], note: str = "") -> str:
               f"scale, or a row of it) by mask AP, only when its 95 % interval against every other line there "
               f"lies above 0; {MISSING}: no finished run; {UNDEFINED}: undefined for this data (e.g. "
               "APL without large objects)."]
+    lines += ["", fps_note(rows)]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def fps_note(rows: list[Row]) -> str:
+    """What the fps column measured, from each run's `fps_setup`; says so when cells differ."""
+    setups = sorted({r.fps_setup for row in rows for r in row.results if r.fps_setup})
+    if not setups:
+        return "fps: not measured."
+    if len(setups) == 1:
+        return f"fps: {setups[0]}; each cell timed alone after all trials, median of the runs."
+    return "fps measured differently across cells (not comparable): " + "; ".join(setups) + "."
 
 
 def _csv_deltas(r: Row) -> list[str]:

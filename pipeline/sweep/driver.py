@@ -15,6 +15,8 @@ Shape (Ray 2.60, Train V2):
   whatever Tune's own state says (after a hard crash Tune can rerun finished trials and lose
   their results). Tune's state is used only to schedule what is left.
 - every path is absolute and outside the working directory (`pipeline.sweep.record`).
+- fps is measured once all trials are done, cell after cell (`pipeline.sweep.timing`): never while
+  another trial trains on the same cores.
 
 Fault injection for the resume tests, read from the driver's environment: once N trials have
 completed, `MASKAWARE_SWEEP_INTERRUPT_AFTER=N` interrupts the sweep (SIGINT, as Ctrl-C would: Tune
@@ -38,6 +40,7 @@ from pipeline.config import Config, SweepConfig
 from pipeline.ray_utils import init_ray, quiet_logs
 from pipeline.sweep.grid import Cell, cell_config, collapsed_rows, grid_cells
 from pipeline.sweep.results import finished_results, missing_cells
+from pipeline.sweep.timing import time_cell, untimed_runs
 from pipeline.sweep.record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
                                    latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
 
@@ -233,6 +236,7 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
         record.save(directory)
         results = _tuner(record, directory, slots, resume).fit()
         errors = {_trial_name(r): _one_line(r.error) for r in results if r.error is not None}
+        _time_cells(record, base)
     finally:
         if owns_ray:
             ray.shutdown()
@@ -242,6 +246,18 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     record.save(directory)
     parent.finish("FINISHED" if complete else "FAILED" if errors else "KILLED")
     return SweepOutcome(record, complete, errors, missing)
+
+
+def _time_cells(record: SweepRecord, base: Config) -> None:
+    """fps of every finished cell, after all trials, one cell at a time on one Train worker's
+    resources (`pipeline.sweep.timing`)."""
+    if base.eval.fps_runs <= 0:
+        return
+    gpu = base.train.use_gpu
+    task = ray.remote(num_cpus=base.train.cpus_per_worker, num_gpus=int(gpu))(time_cell)
+    for run_id in untimed_runs(record):
+        fps = ray.get(task.remote(record.tracking(), run_id, base.eval, "cuda" if gpu else "cpu"))  # one at a time
+        print(f"  fps {fps['fps']:.1f} ({fps['setup']}) for run {run_id}")
 
 
 def resume_command(record: SweepRecord) -> str:

@@ -162,14 +162,16 @@ def describe_grid(cfg: Config) -> str:
 
 
 def cell_config(base: Config, cell: Cell, sweep_name: str) -> Config:
-    """The full config of one cell: the base with the cell's values (and its variant) applied.
+    """The full config of one cell: the base with the cell's values (and its variant) applied, fps
+    not timed by the trial.
 
     Train runs of a sweep live under `<train.storage_path>/sweeps/<sweep name>`: a Ray Train run
     is resumed by (storage path, name), so another sweep must never meet the same pair.
     """
     cfg = replace(base, data=replace(base.data, scale=cell.scale),
                   train=replace(base.train, assigner=cell.assigner, seed=cell.seed,
-                                storage_path=_join(base.train.storage_path, "sweeps", sweep_name)))
+                                storage_path=_join(base.train.storage_path, "sweeps", sweep_name)),
+                  eval=replace(base.eval, fps_runs=0))  # timed after all trials (`pipeline.sweep.timing`)
     if cell.variant:
         cfg = apply_overrides(cfg, list(VARIANTS[cell.variant].overrides))
     return cfg

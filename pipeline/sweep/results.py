@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pipeline import tracking
 from pipeline.sweep.grid import Cell
 from pipeline.sweep.record import SweepRecord
+from pipeline.sweep.timing import FPS_SETUP_TAG
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class CellResult:
     cell: Cell
     run_id: str
     metrics: dict[str, float]
+    fps_setup: str = ""  # what its fps measured (`pipeline.sweep.timing`); "" when not timed
 
 
 def cell_of_run(run) -> Cell:
@@ -35,7 +37,7 @@ def collect(runs) -> list[CellResult]:
         if run.info.status != "FINISHED":
             continue
         cell = cell_of_run(run)
-        res = CellResult(cell, run.info.run_id, dict(run.data.metrics))
+        res = CellResult(cell, run.info.run_id, dict(run.data.metrics), run.data.tags.get(FPS_SETUP_TAG, ""))
         if cell.key not in newest or run.info.start_time > newest[cell.key][0]:
             newest[cell.key] = (run.info.start_time, res)
     return [r for _, r in newest.values()]

@@ -137,6 +137,17 @@ def test_single_seed_has_no_std_and_variants_use_model_column():
     assert "| 550 | + ATSS w. maIoU | ATSS w. maIoU | 1 | 30.4 |" in md  # leading, but not shown best without an interval
 
 
+def test_the_table_states_what_fps_measured():
+    cells = [Cell(96, "atss_iou", 0), Cell(96, "atss_maiou", 0)]
+    setup = "cpu (1 threads), bf16-autocast, channels-last, batch 1, model + post-processing"
+    same = [CellResult(c, str(i), {"segm/AP": 1.0, "fps": 9.0}, setup) for i, c in enumerate(cells)]
+    assert f"fps: {setup}; each cell timed alone after all trials" in to_markdown(summarise(same, cells))
+    mixed = [same[0], CellResult(cells[1], "x", {"segm/AP": 1.0, "fps": 20.0}, setup.replace("bf16-autocast", "fp32"))]
+    assert "fps measured differently across cells (not comparable)" in to_markdown(summarise(mixed, cells))
+    untimed = [CellResult(c, str(i), {"segm/AP": 1.0}) for i, c in enumerate(cells)]
+    assert "fps: not measured." in to_markdown(summarise(untimed, cells))
+
+
 def test_collect_keeps_newest_finished_run_per_cell():
     class Run:
         def __init__(self, rid, start, ap, status="FINISHED"):

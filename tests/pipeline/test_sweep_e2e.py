@@ -17,6 +17,7 @@ from pipeline.config import TrackingConfig
 from pipeline.report.table import COLUMNS
 from pipeline.sweep.driver import CRASH_ENV, EXIT_CRASHED
 from pipeline.sweep.record import SweepRecord
+from pipeline.sweep.timing import FPS_SETUP_TAG
 from tests.pipeline.sweep_ci import ROOT, ci_overrides, clean_env, kill_session, run
 
 NAME = "ci"
@@ -72,6 +73,9 @@ def test_crashed_sweep_resumes_without_duplicates(tmp_path):
         for col in COLUMNS:
             value = r.data.metrics.get(col.metric)
             assert value is not None and math.isfinite(value), (r.data.tags[tracking.CELL_KEY_TAG], col.metric)
+    # fps: timed after all trials, cell by cell, each run saying what was measured
+    assert all(r.data.tags.get(FPS_SETUP_TAG, "").startswith("cpu (1 threads), ") for r in runs)
+    assert "fps: cpu (1 threads), " in table and "each cell timed alone after all trials" in table
     body = [ln for ln in table.splitlines()[2:] if ln.startswith("|")]
     assert len(body) == len(record.cells) and "–" not in "".join(body)
     assert (tmp_path / "sweeps" / NAME / "report" / "figures" / "mask_ap.png").stat().st_size > 0
