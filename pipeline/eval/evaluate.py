@@ -30,10 +30,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from model import postprocess
 from model.anchors import count_anchors, pyramid_sizes
-from pipeline.config import Config, EvalConfig, apply_overrides
+from pipeline.config import Config, EvalConfig
+from pipeline.config_files import resolve_config
 from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, check_paths, collate
 from pipeline.eval import image_eval
@@ -65,9 +67,11 @@ def predict(model: nn.Module, images: torch.Tensor, orig_sizes: list[tuple[int, 
 @torch.no_grad()
 def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[int],
                     eval_cfg: EvalConfig, device: torch.device, batch_size: int,
-                    amp: bool = False) -> list[dict]:
-    """COCO results (RLE masks, original category ids) of `dataset[indices]`."""
+                    amp: bool = False, progress: bool = False) -> list[dict]:
+    """COCO results (RLE masks, original category ids) of `dataset[indices]`; `progress`: a bar
+    over the images on stderr."""
     results: list[dict] = []
+    bar = tqdm(total=len(indices), desc="evaluate", unit="img", disable=not progress)
     for start in range(0, len(indices), batch_size):
         batch = collate([dataset[i] for i in indices[start:start + batch_size]])
         preds = predict(model, batch.images.to(device), [t["orig_size"] for t in batch.targets],
@@ -75,6 +79,8 @@ def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[in
         for p, t in zip(preds, batch.targets):
             p["image_id"] = t["image_id"]
         results += predictions_to_coco_results(preds, dataset.label_to_category)
+        bar.update(len(preds))
+    bar.close()
     return results
 
 
@@ -121,8 +127,10 @@ def in_dataset_order(dataset: InstanceDataset, results: list[dict]) -> list[dict
 
 def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
                    device: torch.device, *, batch_size: int = 4, amp: bool = False, rank: int = 0,
-                   world: int = 1, threads: int = 1, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Metrics on rank 0 (see the module docstring); {} on the other ranks.
+                   world: int = 1, threads: int = 1, out_dir: str | Path | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Metrics on rank 0 (see the module docstring); {} on the other ranks. `progress`: a bar
+    over rank 0's images (a one-process evaluation on a terminal).
 
     On a CPU device everything runs with `threads` torch threads: pass the training worker's
     count (`train.cpus_per_worker`) for numbers that equal the run's own, digit for digit.
@@ -132,17 +140,19 @@ def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalCon
     core.eval()
     try:
         with cpu_threads(device, threads):
-            return _evaluate(core, dataset, eval_cfg, device, batch_size, amp, rank, world, out_dir)
+            return _evaluate(core, dataset, eval_cfg, device, batch_size, amp, rank, world, out_dir,
+                             progress and rank == 0)
     finally:
         core.train(was_training)
 
 
 def _evaluate(core: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig, device: torch.device,
-              batch_size: int, amp: bool, rank: int, world: int, out_dir: str | Path | None) -> dict[str, Any]:
+              batch_size: int, amp: bool, rank: int, world: int, out_dir: str | Path | None,
+              progress: bool) -> dict[str, Any]:
     """Steps 1–3 of the module docstring, on the unwrapped model in eval mode."""
     broadcast_state(core, world)
     mine = shard_batches(len(dataset), batch_size, rank, world)
-    mine_results = predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp)
+    mine_results = predict_results(core, dataset, mine, eval_cfg, device, batch_size, amp, progress)
     results = in_dataset_order(dataset, [r for part in all_gather(mine_results, world) for r in part])
     if rank != 0:
         return {}
@@ -161,17 +171,24 @@ def _evaluate(core: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig, d
     return metrics
 
 
+def checkpoint_config(path: str | Path, *, data_dir: str | None = None, config_file: str | None = None,
+                      overrides: list[str] = ()) -> Config:
+    """A checkpoint's own config, then `data_dir`, then a YAML file's values, then the `--set`s."""
+    cfg = Config.from_dict(read_config(path))
+    if data_dir is not None:
+        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
+    return resolve_config(cfg, config_file, list(overrides))
+
+
 def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str | None = None,
-                        overrides: list[str] = (), device: str = "cpu") -> dict[str, Any]:
+                        overrides: list[str] = (), device: str = "cpu",
+                        config_file: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint of ours on its (or `data_dir`'s) validation set, in one process.
 
     Every problem with the inputs (no such path, not a checkpoint, a corrupt file, no config, a
     dataset that is not there) is a one-line `ValueError` before any work starts."""
     state = read_state_dict(path)
-    cfg = Config.from_dict(read_config(path))
-    if data_dir is not None:
-        cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
-    cfg = apply_overrides(cfg, list(overrides))
+    cfg = checkpoint_config(path, data_dir=data_dir, config_file=config_file, overrides=overrides)
     check_paths(cfg.data)
     dev = torch.device(device)
     model = build_model(cfg, load_pretrained=False)
@@ -183,4 +200,5 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
     model.to(dev)
     val_set = build_dataset(cfg.data, "val")  # the train split is not even read
     return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,
-                          amp=cfg.train.amp, threads=cfg.train.cpus_per_worker, out_dir=out_dir)
+                          amp=cfg.train.amp, threads=cfg.train.cpus_per_worker, out_dir=out_dir,
+                          progress=progress)

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
+ZIP_MAGIC = b"PK\x03\x04"  # what torch.save writes since PyTorch 1.6
+PICKLE_MAGIC = b"\x80"  # a legacy (pre-1.6) torch.save file: a pickle, protocol 2 or later
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -57,12 +59,16 @@ def model_file(path: str | Path) -> Path:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint (`weights_only`: no code runs), or a one-line error saying why not."""
     file = model_file(path)
+    with open(file, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if not head.startswith(ZIP_MAGIC) and not head.startswith(PICKLE_MAGIC):
+        raise ValueError(f"{file} is not a PyTorch weights file: it starts with {head!r}, not as "
+                         "torch.save writes (a zip archive, or a legacy pickle)")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors for bad files
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"{file} is not a readable PyTorch weights file (corrupt, truncated or another "
-                         f"kind of file): {reason}") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
+        raise ValueError(f"{file} is a corrupt or truncated PyTorch weights file: {reason}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{file} holds no state_dict (a mapping of tensor names to tensors)")
     return state
