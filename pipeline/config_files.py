@@ -32,18 +32,18 @@ HEADER = "# maskaware configuration, every field resolved; jobs take it back wit
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
-def config_yaml(cfg: Config) -> str:
-    """The whole configuration as YAML, sections and fields in declaration order."""
-    plain = {s: {k: list(v) if isinstance(v, tuple) else v for k, v in sec.items()}
-             for s, sec in cfg.to_dict().items()}
-    return HEADER + yaml.dump(plain, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
-
-
 class _Dumper(yaml.SafeDumper):
     """Sections and fields one per line; a list (a tuple field) on its own line, `[3, 4, 5]`."""
 
 
 _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+def config_yaml(cfg: Config) -> str:
+    """The whole configuration as YAML, sections and fields in declaration order."""
+    plain = {s: {k: list(v) if isinstance(v, tuple) else v for k, v in sec.items()}
+             for s, sec in cfg.to_dict().items()}
+    return HEADER + yaml.dump(plain, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, base: str) -> None:

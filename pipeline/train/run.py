@@ -31,7 +31,7 @@ from pipeline.config_files import config_yaml
 from pipeline.data.datasets import dataset_dir
 from pipeline.data.precompute import ensure_precomputed
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
-from pipeline.ray_utils import init_ray, worker_runtime_env
+from pipeline.ray_utils import init_ray, quiet_logs, worker_runtime_env
 from pipeline.train.checkpoint import STATE_FILE
 from pipeline.train.loop import train_loop_per_worker
 
@@ -88,6 +88,7 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     logger.log_text(config_yaml(cfg), "config/config.yaml")  # what --config reads back
     dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
     local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
+    quiet_logs()
     started = False if local else init_ray()
     if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
         ensure_precomputed(cfg.data)
