@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.config_files import add_config_arguments, config_yaml
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__,
@@ -35,12 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECTION.FIELD=VALUE",
                    help="override a field of the checkpoint's config, repeatable "
                         "(e.g. --set eval.score_thr=0.1) (default: none)")
+    add_config_arguments(p, "the checkpoint's config")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.eval.evaluate import evaluate_checkpoint  # heavy imports after --help
+    from pipeline.eval.evaluate import evaluate_checkpoint
+    from pipeline.eval.model_files import checkpoint_config  # heavy imports after --help
 
     ckpt = Path(args.checkpoint).expanduser()
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent) / "evaluation"
@@ -48,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.overlays is not None:
         overrides.append(f"eval.overlays={args.overlays}")
     try:
+        if args.print_config:
+            print(config_yaml(checkpoint_config(ckpt, data_dir=args.data, config_file=args.config,
+                                                overrides=overrides)), end="")
+            return 0
         metrics = evaluate_checkpoint(ckpt, out_dir=out, data_dir=args.data, overrides=overrides,
-                                      device=args.device)
+                                      device=args.device, config_file=args.config,
+                                      progress=sys.stderr.isatty())
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

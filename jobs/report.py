@@ -53,7 +53,6 @@ def paste_between_markers(path: Path, text: str, section: str = SECTION) -> None
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pipeline.report.build import build_report
     from pipeline.sweep.record import SweepRecord, latest_sweep
 
     root = Path(args.root).expanduser().resolve()
@@ -61,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         name = args.sweep or latest_sweep(root)
         if name is None:
             raise ValueError(f"no sweep under {root}")
-        report = build_report(SweepRecord.load(root / name), figures=not args.no_figures,
-                              log=not args.no_log)
+        record = SweepRecord.load(root / name)
+        from pipeline.report.build import build_report  # MLflow and plotting: after the checks
+
+        report = build_report(record, figures=not args.no_figures, log=not args.no_log)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
     python -m jobs.sweep --preset tiny
     python -m jobs.sweep --preset paper --set train.storage_path=s3://bucket/runs
+    python -m jobs.sweep --config my-sweep.yaml --dry-run
     python -m jobs.sweep --resume --name tiny-20261121-113205
     ray job submit --working-dir . -- python -m jobs.sweep --preset tiny
 
@@ -13,10 +14,10 @@ printed), 130 when the sweep was interrupted (continue it with --resume), 2 for 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from pipeline.config import apply_overrides
-
+from pipeline.config_files import add_config_arguments, config_yaml, resolve_config
 from pipeline.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "tiny"
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep: finished cells are neither retrained nor "
                         "logged again; the saved config of the sweep is used (default: off)")
+    add_config_arguments(p, "the preset")
     return p.parse_args(argv)
 
 
@@ -64,15 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         changed = [o for o in args.overrides if not o.startswith(f"{WHERE}=")]
-        if args.resume and changed:
-            raise ValueError(f"--set {changed[0]}: a resumed sweep continues with its saved config "
+        if args.resume and (changed or args.config):
+            given = f"--set {changed[0]}" if changed else f"--config {args.config}"
+            raise ValueError(f"{given}: a resumed sweep continues with its saved config "
                              f"(only --set {WHERE}=... may be given, to find it)")
-        cfg = apply_overrides(get_preset(args.preset), args.overrides)
+        cfg = resolve_config(get_preset(args.preset), args.config, args.overrides)
+        if args.print_config:
+            print(config_yaml(cfg), end="")
+            return 0
         if args.dry_run:
             from pipeline.sweep.grid import describe_grid
 
             print(describe_grid(cfg))
             return 0
+        if not args.resume and not os.environ.get("RAY_ADDRESS"):  # on a cluster only workers see it
+            from pipeline.data.datasets import check_paths
+
+            check_paths(cfg.data)  # before Ray, MLflow and the report code are even imported
         from pipeline.report.build import finish_sweep  # Ray only after the arguments are good
         from pipeline.sweep.driver import run_sweep
 

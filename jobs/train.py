@@ -4,6 +4,7 @@ Examples:
   python -m jobs.train                                   # tiny preset on the synthetic data
   python -m jobs.train --data /data/voc --scale 320 --assigner atss_maiou --num-workers 2
   python -m jobs.train --preset synthetic --set train.lr=0.002 --set model.backbone=resnet50
+  python -m jobs.train --config my.yaml --print-config   # preset → my.yaml → flags, as YAML
 Exit code 0 on success; the MLflow run id, final metrics and checkpoint path are printed.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ import os
 import sys
 import time
 
-from pipeline.config import ASSIGNER_NAMES, Config, apply_overrides
+from pipeline.config import ASSIGNER_NAMES, Config
+from pipeline.config_files import add_config_arguments, config_yaml, resolve_config
 from pipeline.presets import PRESETS, get_preset
 
 DEFAULT_PRESET = "tiny"
@@ -57,13 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, repeatable, applied last "
                         "(e.g. --set train.lr=0.002) (default: none)")
+    add_config_arguments(p, "the preset")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     given = [f"{key}={getattr(args, flag)}" for flag, key in SHORTHANDS.items()
              if getattr(args, flag) is not None]
-    return apply_overrides(get_preset(args.preset), given + args.overrides)
+    return resolve_config(get_preset(args.preset), args.config, given + args.overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,13 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return 0
     from pipeline.data.datasets import check_paths
-    from pipeline.train.run import default_run_name, run_training  # heavy imports after --help
 
-    name = args.name or f"{default_run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         if not os.environ.get("RAY_ADDRESS"):  # on a cluster only the workers may see the data
             check_paths(cfg.data)  # before any MLflow run or Ray worker exists
+        from pipeline.train.run import default_run_name, run_training  # Ray and MLflow: after the checks
+
+        name = args.name or f"{default_run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = run_training(cfg, run_name=name)
     except ValueError as e:  # bad config or data, found before any run or worker started
         print(f"error: {e}", file=sys.stderr)

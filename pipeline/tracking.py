@@ -156,6 +156,9 @@ class RunLogger:
     def log_dict(self, d: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, d, artifact_file)
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         p = Path(path)
         if p.is_dir():

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from model import postprocess
 from model.anchors import count_anchors, pyramid_sizes
@@ -67,9 +68,11 @@ def predict(model: nn.Module, images: torch.Tensor, orig_sizes: list[tuple[int, 
 @torch.no_grad()
 def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[int],
                     eval_cfg: EvalConfig, device: torch.device, batch_size: int,
-                    precision: str = FP32) -> list[dict]:
-    """COCO results (RLE masks, original category ids) of `dataset[indices]`."""
+                    precision: str = FP32, progress: bool = False) -> list[dict]:
+    """COCO results (RLE masks, original category ids) of `dataset[indices]`; `progress`: a bar
+    over the images on stderr."""
     results: list[dict] = []
+    bar = tqdm(total=len(indices), desc="evaluate", unit="img", disable=not progress)
     for start in range(0, len(indices), batch_size):
         batch = collate([dataset[i] for i in indices[start:start + batch_size]])
         preds = predict(model, batch.images.to(device), [t["orig_size"] for t in batch.targets],
@@ -77,6 +80,8 @@ def predict_results(model: nn.Module, dataset: InstanceDataset, indices: list[in
         for p, t in zip(preds, batch.targets):
             p["image_id"] = t["image_id"]
         results += predictions_to_coco_results(preds, dataset.label_to_category)
+        bar.update(len(preds))
+    bar.close()
     return results
 
 
@@ -131,8 +136,10 @@ def in_dataset_order(dataset: InstanceDataset, results: list[dict]) -> list[dict
 
 def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
                    device: torch.device, *, batch_size: int = 4, amp: bool = False, rank: int = 0,
-                   world: int = 1, threads: int = 1, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Metrics on rank 0 (see the module docstring); {} on the other ranks.
+                   world: int = 1, threads: int = 1, out_dir: str | Path | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Metrics on rank 0 (see the module docstring); {} on the other ranks. `progress`: a bar
+    over rank 0's images (a one-process evaluation on a terminal).
 
     On a CPU device everything runs with `threads` torch threads: pass the training worker's
     count (`train.cpus_per_worker`) for numbers that equal the run's own, digit for digit.
@@ -143,7 +150,8 @@ def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalCon
     try:
         broadcast_state(core, world)  # before any change of memory format (collectives want dense tensors)
         with inference_setup(core, eval_cfg, device, amp, threads) as (net, precision):
-            return _evaluate(core, net, dataset, eval_cfg, device, batch_size, precision, rank, world, out_dir)
+            return _evaluate(core, net, dataset, eval_cfg, device, batch_size, precision, rank, world, out_dir,
+                             progress and rank == 0)
     finally:
         core.train(was_training)
 
@@ -160,10 +168,10 @@ def inference_setup(core: nn.Module, eval_cfg: EvalConfig, device: torch.device,
 
 def _evaluate(core: nn.Module, net: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,
               device: torch.device, batch_size: int, precision: str, rank: int, world: int,
-              out_dir: str | Path | None) -> dict[str, Any]:
+              out_dir: str | Path | None, progress: bool) -> dict[str, Any]:
     """Steps 2–3 of the module docstring: `net` (the model as `inference_setup` runs it) predicts."""
     mine = shard_batches(len(dataset), batch_size, rank, world)
-    mine_results = predict_results(net, dataset, mine, eval_cfg, device, batch_size, precision)
+    mine_results = predict_results(net, dataset, mine, eval_cfg, device, batch_size, precision, progress)
     results = in_dataset_order(dataset, [r for part in all_gather(mine_results, world) for r in part])
     if rank != 0:
         return {}
@@ -182,17 +190,19 @@ def _evaluate(core: nn.Module, net: nn.Module, dataset: InstanceDataset, eval_cf
 
 
 def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str | None = None,
-                        overrides: list[str] = (), device: str = "cpu") -> dict[str, Any]:
+                        overrides: list[str] = (), device: str = "cpu",
+                        config_file: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint of ours on its (or `data_dir`'s) validation set, in one process.
 
     Every problem with the inputs (no such path, not a checkpoint, a corrupt file, no config, a
     dataset that is not there) is a one-line `ValueError` before any work starts."""
-    cfg, model = load_checkpoint(path, data_dir, overrides)
+    cfg, model = load_checkpoint(path, data_dir, overrides, config_file)
     dev = torch.device(device)
     model.to(dev)
     val_set = build_dataset(cfg.data, "val")  # the train split is not even read
     return evaluate_model(model, val_set, cfg.eval, dev, batch_size=cfg.train.batch_size,
-                          amp=cfg.train.amp, threads=cfg.train.cpus_per_worker, out_dir=out_dir)
+                          amp=cfg.train.amp, threads=cfg.train.cpus_per_worker, out_dir=out_dir,
+                          progress=progress)
 
 
 def checkpoint_speed(path: str | Path, eval_cfg: EvalConfig, device: str = "cpu") -> dict[str, Any]:

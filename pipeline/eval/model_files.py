@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from model import build_yolact
-from pipeline.config import Config, apply_overrides, resolve_anchor_grid
+from pipeline.config import Config, resolve_anchor_grid
+from pipeline.config_files import resolve_config
 from pipeline.data.datasets import check_paths
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 SEMANTIC_WEIGHT = "semantic_head.conv.weight"  # [C, F, 1, 1]: the class count of a state_dict
+ZIP_MAGIC = b"PK\x03\x04"  # what torch.save writes since PyTorch 1.6
+PICKLE_MAGIC = b"\x80"  # a legacy (pre-1.6) torch.save file: a pickle, protocol 2 or later
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -60,12 +63,16 @@ def model_file(path: str | Path) -> Path:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint (`weights_only`: no code runs), or a one-line error saying why not."""
     file = model_file(path)
+    with open(file, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if not head.startswith(ZIP_MAGIC) and not head.startswith(PICKLE_MAGIC):
+        raise ValueError(f"{file} is not a PyTorch weights file: it starts with {head!r}, not as "
+                         "torch.save writes (a zip archive, or a legacy pickle)")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors for bad files
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"{file} is not a readable PyTorch weights file (corrupt, truncated or another "
-                         f"kind of file): {reason}") from None
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
+        raise ValueError(f"{file} is a corrupt or truncated PyTorch weights file: {reason}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{file} holds no state_dict (a mapping of tensor names to tensors)")
     return state
@@ -98,17 +105,23 @@ def fit_weights(model: nn.Module, state: dict[str, torch.Tensor], cfg: Config, w
     return model
 
 
-def load_checkpoint(path: str | Path, data_dir: str | None = None,
-                    overrides: list[str] = ()) -> tuple[Config, nn.Module]:
-    """(config, model on the CPU) of a checkpoint of ours: its config with `data_dir` and `overrides`
-    applied and its dataset paths checked, its weights loaded strictly. Every problem with the
-    inputs (no such path, not a checkpoint, a corrupt file, no config, weights of another model, a
-    dataset that is not there) is a one-line `ValueError` before any work starts."""
-    state = read_state_dict(path)
+def checkpoint_config(path: str | Path, *, data_dir: str | None = None, config_file: str | None = None,
+                      overrides: list[str] = ()) -> Config:
+    """A checkpoint's own config, then `data_dir`, then a YAML file's values, then the `--set`s."""
     cfg = Config.from_dict(read_config(path))
     if data_dir is not None:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
-    cfg = apply_overrides(cfg, list(overrides))
+    return resolve_config(cfg, config_file, list(overrides))
+
+
+def load_checkpoint(path: str | Path, data_dir: str | None = None, overrides: list[str] = (),
+                    config_file: str | None = None) -> tuple[Config, nn.Module]:
+    """(config, model on the CPU) of a checkpoint of ours: its own config, then `data_dir`, then a
+    YAML file's values, then the `--set` `overrides`, its dataset paths checked, its weights loaded strictly. Every problem with the
+    inputs (no such path, not a checkpoint, a corrupt file, no config, weights of another model, a
+    dataset that is not there) is a one-line `ValueError` before any work starts."""
+    state = read_state_dict(path)
+    cfg = checkpoint_config(path, data_dir=data_dir, config_file=config_file, overrides=overrides)
     check_paths(cfg.data)
     return cfg, fit_weights(build_model(cfg, load_pretrained=False), state, cfg, str(path))
 

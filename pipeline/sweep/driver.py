@@ -37,10 +37,11 @@ from ray import tune
 
 from pipeline import tracking
 from pipeline.config import Config, SweepConfig
-from pipeline.ray_utils import init_ray, quiet_logs
+from pipeline.ray_utils import init_ray, logs_dir, quiet_logs
 from pipeline.sweep.grid import Cell, cell_config, collapsed_rows, grid_cells
 from pipeline.sweep.results import finished_results, missing_cells
 from pipeline.sweep.timing import time_cell, untimed_runs
+from pipeline.sweep.status import StatusBoard, last_error_line
 from pipeline.sweep.record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
                                    latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
 
@@ -53,6 +54,9 @@ EXIT_CRASHED = 75
 TUNE_DIR = "tune"
 EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
 EXIT_FAILED = 1  # some trial raised, even after Tune's retries
+# Tune's console output off (the status table replaces it): tracebacks only in error.txt, and the
+# legacy engine, whose verbose=0 is silent (the new one still prints a header).
+QUIET_TUNE_ENV = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "RAY_AIR_NEW_OUTPUT": "0"}
 
 
 @dataclass
@@ -81,10 +85,12 @@ def _trial(config: dict, *, base: dict, sweep_name: str, parent_run_id: str, tra
         return
     from pipeline.train.run import run_training  # torch and the model only where a trial runs
 
+    from ray.tune.integration.ray_train import TuneReportCallback  # rank 0's reports -> Tune results
+
     # The Ray Train run name is unique to the sweep: run_training resumes (or returns) a run of
     # the same name, which must never be another sweep's.
     result = run_training(cfg, parent_run_id=parent_run_id, run_name=f"{cell.key}@{sweep_name}",
-                          tags=_cell_tags(sweep_name, cell))
+                          tags=_cell_tags(sweep_name, cell), callbacks=[TuneReportCallback()])
     tune.report({**_numeric(result["metrics"]), "reused": float(result["reused"])})
 
 
@@ -118,6 +124,37 @@ class _InterruptAfter(tune.Callback):
         if interrupt is not None and self.completed >= int(interrupt):
             log.warning("%s=%s: interrupting the sweep", INTERRUPT_ENV, interrupt)
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class _ShowStatus(tune.Callback):
+    """Forwards Tune's trial events to the sweep's status table (`pipeline.sweep.status`)."""
+
+    def __init__(self, board: StatusBoard, directory: Path):
+        self.board, self.directory = board, directory
+
+    def setup(self, **info):  # also on a resumed sweep, whose callbacks Tune restores from its state
+        self.board.restart(f"worker logs: {logs_dir()}/worker-*.out, .err\n"
+                           f"trial errors: {self.directory / TUNE_DIR}/<cell>/error.txt")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.board.start(_trial_name(trial))
+
+    on_trial_recover = on_trial_start  # Tune retries a failed trial driver (sweep.trial_max_failures)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.board.result(_trial_name(trial), result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.board.complete(_trial_name(trial), trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.board.fail(_trial_name(trial), last_error_line(getattr(trial, "error_file", None)))
+
+    def on_step_end(self, iteration, trials, **info):
+        self.board.draw()
+
+    def on_experiment_end(self, trials, **info):
+        self.board.draw(force=True)
 
 
 # --- the sweep driver ------------------------------------------------------------------------------
@@ -195,6 +232,8 @@ def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tu
                              experiment=record.experiment),
         {DRIVER_RESOURCE: 1})
     path = directory / TUNE_DIR
+    for name, value in QUIET_TUNE_ENV.items():  # set them to 1 to bring Tune's own output back
+        os.environ.setdefault(name, value)
     if resume and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
     if path.exists():  # an unrestorable leftover (killed before Tune saved its state)
@@ -204,10 +243,16 @@ def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tu
         param_space={"cell": tune.grid_search(record.cells)},
         tune_config=tune.TuneConfig(max_concurrent_trials=slots, trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(directory), verbose=1,
+        # verbose=0: the status table replaces Tune's own progress output
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(directory), verbose=0,
                                   failure_config=tune.FailureConfig(
                                       max_failures=record.base_config().sweep.trial_max_failures),
-                                  callbacks=[_InterruptAfter()]))
+                                  callbacks=[_InterruptAfter(), _ShowStatus(_board(record), directory)]))
+
+
+def _board(record: SweepRecord) -> StatusBoard:
+    return StatusBoard([c.key for c in record.grid],
+                       {c.key: cell_config(record.base_config(), c, record.name).train.max_iters for c in record.grid})
 
 
 def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool = False) -> SweepOutcome:
@@ -227,7 +272,7 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
     if resume:
         _prepare_data(base, local)
     owns_ray = init_ray(object_store_bytes=base.sweep.object_store_mb * 2**20,
-                        resources={DRIVER_RESOURCE: slots})
+                        resources={DRIVER_RESOURCE: slots}, log_to_driver=False)
     try:
         if not local:
             _check_cluster(base)

@@ -27,14 +27,18 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from ray.experimental import tqdm_ray
 from ray.train import Checkpoint
+from tqdm import tqdm
 
 from pipeline import tracking
 from pipeline.config import Config
@@ -43,6 +47,7 @@ from pipeline.eval.evaluate import evaluate_model
 from pipeline.eval.runtime import all_gather
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from pipeline.train.parts import WorkerParts, build_parts
+from pipeline.train.progress import TrainProgress
 from pipeline.train.step import total_iterations, train_step
 
 CRASH_MARKER = "crash_injected_at_{}"
@@ -133,12 +138,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         parallel_strategy_kwargs={"find_unused_parameters": cfg.train.find_unused_parameters})
     seed_everything(derive_seed(cfg.train.seed, rank))  # per-rank streams from here on
     progress = _restore(parts)
-    _train(parts, progress, Path(config["run_dir"]), local_dir, local_logger)
+    live = rank == 0 and config.get("live_progress", False)  # the driver has a terminal
+    # In a Ray worker the driver draws the bar (tqdm_ray); in process (num_workers=0), tqdm itself.
+    bar = (tqdm_ray.tqdm if ray.is_initialized() else partial(tqdm, file=sys.stderr, dynamic_ncols=True))
+    shown = TrainProgress(total_iterations(cfg.train, parts.iters_per_epoch), progress["iteration"],
+                          cfg.train.batch_size * world, bar if live else None)
+    _train(parts, progress, Path(config["run_dir"]), local_dir, local_logger, shown)
+    shown.close()
     _final_evaluation(parts, progress, local_dir, local_logger)
 
 
 def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_dir: Path | None,
-           local_logger: tracking.RunLogger | None) -> None:
+           local_logger: tracking.RunLogger | None, shown: TrainProgress) -> None:
     """`train_step` from `progress["iteration"]` to the last iteration, logging and checkpointing."""
     cfg, ipe = parts.cfg, parts.iters_per_epoch
     total = total_iterations(cfg.train, ipe)
@@ -160,14 +171,14 @@ def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_di
             it += 1
             progress.update(iteration=it, epoch=it // ipe)
             window.append(stats)
+            if parts.rank == 0:
+                shown.step()
             log_now = it % cfg.train.log_every == 0 or it == total
             ckpt_now = it % cfg.train.checkpoint_every == 0 and it < total
             if log_now or ckpt_now:
                 metrics = _window_metrics(window, progress, parts.world, parts.device)
                 if parts.rank == 0 and log_now:
-                    # stderr: a log, not a result (jobs print their result as JSON on stdout)
-                    print(progress_line(metrics, total, cfg.train.batch_size * parts.world,
-                                        progress["train_time"]), file=sys.stderr, flush=True)
+                    shown.window(metrics, progress["train_time"])
                 window = []
                 _report(metrics, parts, progress, local_dir, local_logger, with_checkpoint=ckpt_now)
             if cfg.eval.eval_every and it % cfg.eval.eval_every == 0 and it < total:
@@ -208,21 +219,6 @@ def _final_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: P
             Path(out_dir, METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         _report(metrics, parts, progress, local_dir, local_logger, extra_dir=Path(out_dir),
                 with_checkpoint=True)
-
-
-def progress_line(metrics: dict[str, Any], total: int, global_batch: int, train_time: float) -> str:
-    """`iter 120/600 · loss 14.37 (box 4.14 · cls 3.26 · mask 6.01 · sem 0.96) · lr 1.9e-03 ·
-    8.1 img/s · ETA 1m02s`: what rank 0 prints every `log_every` iterations. The speed is the
-    training time per step so far (kept across resumes), so start-up and evaluation do not
-    distort the ETA."""
-    it = int(metrics["iteration"])
-    terms = " · ".join(f"{k.removeprefix('train/loss_')} {v:.2f}" for k, v in sorted(metrics.items())
-                       if k.startswith("train/loss_"))
-    per_step = train_time / max(it, 1)
-    eta = int(per_step * (total - it))
-    return (f"iter {it}/{total} · loss {metrics.get('train/loss', float('nan')):.2f} ({terms}) · "
-            f"lr {metrics.get('train/lr', float('nan')):.1e} · {global_batch / max(per_step, 1e-9):.1f} img/s · "
-            f"ETA {eta // 60}m{eta % 60:02d}s")
 
 
 def _window_metrics(window: list[dict[str, float]], progress: dict[str, Any], world: int,

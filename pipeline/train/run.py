@@ -3,7 +3,8 @@
 Callable from a CLI or from inside a Ray Tune trial:
   1. idempotency: a FINISHED MLflow run tagged with this Ray run name is returned as is; an
      unfinished one (driver restarted) is reopened instead of duplicated;
-  2. MLflow run (child of `parent_run_id`), params = `Config.flat()`, tags, resolved config;
+  2. MLflow run (child of `parent_run_id`), params = `Config.flat()`, tags, resolved config
+     (`config/config.json`, and `config/config.yaml`, which `--config` takes back);
   3. `TorchTrainer(train_loop_per_worker).fit()` (`pipeline.train.loop`): gloo on CPU, NCCL on
      GPU; `FailureConfig(max_failures)` restarts a dead worker group from the last registered
      checkpoint; `ReportToMlflow` (controller side) logs rank 0's losses and LR per logging step;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,11 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
 from pipeline.config import Config
+from pipeline.config_files import config_yaml
 from pipeline.data.datasets import dataset_dir
 from pipeline.data.precompute import ensure_precomputed
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
-from pipeline.ray_utils import init_ray, worker_runtime_env
+from pipeline.ray_utils import init_ray, quiet_logs, worker_runtime_env
 from pipeline.train.checkpoint import STATE_FILE
 from pipeline.train.loop import train_loop_per_worker
 
@@ -81,9 +84,11 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
                                parent_run_id=parent_run_id,
                                resume_run_id=unfinished.info.run_id if unfinished else None)
     logger.log_params(cfg.flat())
-    logger.log_dict(cfg.to_dict(), "config/config.json")
+    logger.log_dict(cfg.to_dict(), "config/config.json")  # what jobs.evaluate reads
+    logger.log_text(config_yaml(cfg), "config/config.yaml")  # what --config reads back
     dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
     local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
+    quiet_logs()
     started = False if local else init_ray()
     if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
         ensure_precomputed(cfg.data)
@@ -126,6 +131,7 @@ def _trainer(cfg: Config, name: str, storage: str, logger: tracking.RunLogger, l
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(Path(storage) / name),
+                           "live_progress": sys.stderr.isatty(),  # a live bar (else log lines)
                            "local_dir": str(Path(storage) / name / LOCAL_CHECKPOINTS) if local else None,
                            "local_logger": logger if local else None},
         scaling_config=_scaling(cfg),

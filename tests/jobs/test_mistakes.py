@@ -38,7 +38,7 @@ def test_evaluate_says_what_is_wrong_with_the_checkpoint(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     assert evaluate_job.main(["--checkpoint", str(text)]) == 2
-    assert "is not a readable PyTorch weights file" in _err(capsys)
+    assert f"{text} is not a PyTorch weights file: it starts with b'hell'" in _err(capsys)
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     torch.save({"w": torch.zeros(3)}, ckpt / MODEL_FILE)
@@ -46,7 +46,7 @@ def test_evaluate_says_what_is_wrong_with_the_checkpoint(tmp_path, capsys):
     (ckpt / MODEL_FILE).write_bytes(raw[: len(raw) // 2])  # truncated
     assert evaluate_job.main(["--checkpoint", str(ckpt)]) == 2
     err = _err(capsys)
-    assert "is not a readable PyTorch weights file" in err and len(err.splitlines()) == 1
+    assert "is a corrupt or truncated PyTorch weights file: " in err and len(err.splitlines()) == 1
     (ckpt / MODEL_FILE).write_bytes(raw)
     assert evaluate_job.main(["--checkpoint", str(ckpt)]) == 2
     assert "config not found (looked for" in _err(capsys)
