@@ -15,6 +15,8 @@ parameters) travels in the file's `metadata_props` under `maskaware`, as JSON, s
 `jobs.predict --onnx` needs no checkpoint.
 
 Exporter: `torch.onnx.export(..., dynamo=True)` (torch.export + onnxscript), with a dynamic batch.
+The legacy TorchScript exporter also works and was ~3× faster to export the test model here,
+but torch deprecates it since 2.9 (it warns on every call); the export runs once per model.
 `check_export` runs ONNX Runtime and PyTorch eager on the same images and reports the largest
 absolute difference of each raw output and whether the post-processed detections are the same.
 """

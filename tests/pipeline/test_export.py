@@ -48,10 +48,12 @@ def test_check_notices_a_different_network(exported, tmp_path):
     assert not report["ok"] and max(report["max_abs_diff"].values()) > RAW_TOLERANCE
 
 
-@pytest.mark.parametrize("assigner", ["fixed_iou", "atss_maiou"])  # yolact's 3-anchor grid and atss's
-def test_anchors_from_the_metadata_equal_the_model_s(tmp_path, assigner):
-    pred = load_checkpoint(str(save_tiny_checkpoint(tmp_path, f"train.assigner={assigner}")))
-    out = pred.run(example_images(1, SCALE))
+# yolact's 3-anchor grid and atss's, at the trained scale and at another one (`--scale`)
+@pytest.mark.parametrize("assigner, scale", [("fixed_iou", SCALE), ("atss_maiou", SCALE), ("atss_maiou", 128)])
+def test_anchors_from_the_metadata_equal_the_model_s(tmp_path, assigner, scale):
+    pred = load_checkpoint(str(save_tiny_checkpoint(tmp_path, f"train.assigner={assigner}")), scale=scale)
+    assert pred.info.scale == scale
+    out = pred.run(example_images(1, scale))
     rebuilt = complete_output({k: out[k] for k in RAW_OUTPUTS}, pred.info)
     assert torch.equal(rebuilt["anchors"], out["anchors"])
     assert rebuilt["num_anchors_per_level"] == out["num_anchors_per_level"]
