@@ -106,6 +106,7 @@ def _iou(a, b):
     return w * h / (_area(a) + _area(b) - w * h)
 
 
+@pytest.mark.slow  # synthetic data, a ResNet-18 YOLACT and an MLflow store: about a minute on 2 loaded cores
 def test_job_writes_the_panels_and_logs_them(tmp_path, capsys):
     cfg = tiny_config(tmp_path, "train.assigner=atss_iou")
     ckpt = tmp_path / "ckpt"
