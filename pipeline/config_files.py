@@ -68,12 +68,15 @@ def load_config_file(path: str | Path, base: Config) -> Config:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ValueError(f"--config {path}: no such file")
-    loader = yaml.SafeLoader(path.read_text())
+    try:
+        loader = yaml.SafeLoader(path.read_text())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--config {path}: not a text file ({e.reason} at byte {e.start})") from None
     try:
         root = loader.get_single_node()
         if root is None:  # an empty file changes nothing
             return base
-        sections = {f.name: f for f in fields(Config)}
+        sections = [f.name for f in fields(Config)]
         cfg = base
         for key, key_node, node in _mapping(root, path, "the top level"):
             if key not in sections:

@@ -54,6 +54,9 @@ def test_mistakes_in_a_file_name_the_file_the_line_and_the_key(text, message, tm
     assert "\n" not in str(e.value)
 
 
-def test_a_missing_file_says_so(tmp_path):
+def test_a_missing_or_binary_file_says_so(tmp_path):
     with pytest.raises(ValueError, match="--config .*nope.yaml: no such file"):
         resolve_config(Config(), tmp_path / "nope.yaml", [])
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04\xff\xfe")
+    with pytest.raises(ValueError, match="--config .*model.pt: not a text file"):
+        resolve_config(Config(), tmp_path / "model.pt", [])

@@ -119,6 +119,8 @@ def test_record_round_trip_and_latest(tmp_path):
 def test_cli_rejects_config_changes_on_resume(capsys):
     assert sweep_cli.main(["--resume", "--set", "train.lr=0.1"]) == 2
     assert "a resumed sweep continues with its saved config" in capsys.readouterr().err
+    assert sweep_cli.main(["--resume", "--config", "mine.yaml"]) == 2
+    assert "--config mine.yaml: a resumed sweep continues with its saved config" in capsys.readouterr().err
 
 
 def test_cli_bad_override_is_an_error_not_a_crash(capsys):
