@@ -75,6 +75,9 @@ def bench(args) -> list[dict]:
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for precision in precisions:
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats(device)
+
                     def forward():
                         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
                             return net(x)
@@ -90,7 +93,9 @@ def bench(args) -> list[dict]:
                            "precision": precision, "channels_last": channels_last, "forward_ms": round(fwd, 2),
                            "post_ms": round(post, 2), "total_ms": round(fwd + post, 2),
                            "images_per_s": round(1e3 * batch / (fwd + post), 1),
-                           "detections_per_image": len(dets[0]["scores"])}
+                           "detections_per_image": len(dets[0]["scores"]),
+                           "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20)
+                           if cuda else None}
                     rows.append(row)
                     print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return rows
