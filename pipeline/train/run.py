@@ -21,7 +21,7 @@ from typing import Any
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchTrainer
 
 from pipeline import tracking
 from pipeline.config import Config
@@ -31,6 +31,7 @@ from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
 from pipeline.ray_utils import init_ray, worker_runtime_env
 from pipeline.train.checkpoint import STATE_FILE
 from pipeline.train.loop import train_loop_per_worker
+from pipeline.train.rendezvous import LoopbackTorchConfig
 
 LOCAL_CHECKPOINTS = "local_checkpoints"  # num_workers=0 runs keep their checkpoints here
 CONFIG_HASH_TAG = "maskaware.config_hash"  # a run name is only ever resumed with its own config
@@ -129,7 +130,7 @@ def _trainer(cfg: Config, name: str, storage: str, logger: tracking.RunLogger, l
                            "local_dir": str(Path(storage) / name / LOCAL_CHECKPOINTS) if local else None,
                            "local_logger": logger if local else None},
         scaling_config=_scaling(cfg),
-        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        torch_config=LoopbackTorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         run_config=RunConfig(
             name=name, storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
