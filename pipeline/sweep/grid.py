@@ -20,6 +20,7 @@ from pipeline.config import (ASSIGNER_NAMES, ASSIGNER_TABLE, DEFAULT_BASELINE, C
                              apply_overrides)
 
 from pipeline.presets import VARIANTS
+from pipeline.storage import join
 
 NO_VARIANT = ""
 
@@ -154,15 +155,10 @@ def cell_config(base: Config, cell: Cell, sweep_name: str) -> Config:
     """
     cfg = replace(base, data=replace(base.data, scale=cell.scale),
                   train=replace(base.train, assigner=cell.assigner, seed=cell.seed,
-                                storage_path=_join(base.train.storage_path, "sweeps", sweep_name)))
+                                storage_path=join(base.train.storage_path, "sweeps", sweep_name)))
     if cell.variant:
         cfg = apply_overrides(cfg, list(VARIANTS[cell.variant].overrides))
     return cfg
-
-
-def _join(root: str, *parts: str) -> str:
-    """Path join that also works for URIs (s3://bucket/x)."""
-    return "/".join([root.rstrip("/"), *parts])
 
 
 def row_label(row: tuple[int, str], is_variant: bool) -> str:

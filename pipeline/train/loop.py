@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from ray.train import Checkpoint
 
-from pipeline import tracking
+from pipeline import storage, tracking
 from pipeline.config import Config
 from pipeline.data.shards import derive_seed
 from pipeline.eval.evaluate import evaluate_model
@@ -61,15 +61,14 @@ def _mean_over_ranks(stats: dict[str, float], world: int, device: torch.device) 
     return {k: float(v) / world for k, v in zip(keys, t.tolist())}
 
 
-def _maybe_crash(cfg: Config, iteration: int, rank: int, run_dir: Path) -> None:
+def _maybe_crash(cfg: Config, iteration: int, rank: int, run_dir: str) -> None:
     t = cfg.train
     if t.crash_at_iter is None or iteration != t.crash_at_iter or rank != t.crash_rank:
         return
-    marker = run_dir / CRASH_MARKER.format(iteration)
-    if marker.exists():
+    marker = storage.join(run_dir, CRASH_MARKER.format(iteration))  # beside the checkpoints, even in S3
+    if storage.exists(marker):
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(time.time()))
+    storage.write_text(marker, str(time.time()))
     time.sleep(CRASH_GRACE_S)
     os._exit(1)  # a hard death, as a killed process: no exception, no cleanup
 
@@ -133,11 +132,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         parallel_strategy_kwargs={"find_unused_parameters": cfg.train.find_unused_parameters})
     seed_everything(derive_seed(cfg.train.seed, rank))  # per-rank streams from here on
     progress = _restore(parts)
-    _train(parts, progress, Path(config["run_dir"]), local_dir, local_logger)
+    _train(parts, progress, config["run_dir"], local_dir, local_logger)
     _final_evaluation(parts, progress, local_dir, local_logger)
 
 
-def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_dir: Path | None,
+def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: str, local_dir: Path | None,
            local_logger: tracking.RunLogger | None) -> None:
     """`train_step` from `progress["iteration"]` to the last iteration, logging and checkpointing."""
     cfg, ipe = parts.cfg, parts.iters_per_epoch
