@@ -21,7 +21,8 @@ import psutil
 import ray
 import torch.distributed as dist
 from ray.train.torch import TorchConfig
-from ray.train.torch.config import _set_torch_distributed_env_vars, _setup_torch_process_group, _TorchBackend
+from ray.train.torch.config import (_set_torch_distributed_env_vars, _setup_torch_process_group,  # Ray 2.60's
+                                     _TorchBackend)
 
 from pipeline.ray_utils import LOOPBACK
 
