@@ -10,8 +10,9 @@ LOCK   := requirements.lock
 STAMP  := $(VENV)/.installed
 PRESET ?= tiny
 PYTEST_ARGS ?=
+GPU_CHECK_ARGS ?=
 
-.PHONY: setup test sweep lock clean-venv
+.PHONY: setup test sweep gpu-check lock clean-venv
 
 setup: $(STAMP)
 
@@ -42,6 +43,15 @@ test: $(STAMP)
 
 sweep: $(STAMP)
 	$(PY) -m jobs.sweep --preset $(PRESET)
+
+# Every GPU figure in one call (jobs/gpu_check.py): CUDA tests, short S = 550 R50 training runs in fp32
+# and bf16, bench_model and bench_train on CUDA, in under 8 minutes; summary in gpu-check/summary.md.
+# A venv made before the GPU was there has the CPU torch: replace it by the CUDA build first.
+gpu-check: $(STAMP)
+	@$(PY) -c "import sys, torch; sys.exit(torch.version.cuda is None)" || { \
+		echo "the venv's torch is a CPU build: installing the CUDA build of $(TORCH)"; \
+		$(PY) -m pip uninstall -q -y torch && $(PY) -m pip install -q "$(TORCH)"; }
+	$(PY) -m jobs.gpu_check --out gpu-check $(GPU_CHECK_ARGS)
 
 # Resolve pyproject.toml's dependencies (with the test and cluster extras) afresh in a throw-away venv and
 # write every installed distribution, transitive ones included, at its exact version.

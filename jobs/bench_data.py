@@ -38,6 +38,7 @@ from pipeline.data.datasets import InstanceDataset, integrals_from_sample, split
 from pipeline.data.instance_table import InstanceStore
 from pipeline.data.precompute import OBJECT_STORE_BYTES, precompute
 from pipeline.data.synthetic import ensure_synthetic
+from pipeline.ray_utils import start_local_ray
 from pipeline.report.anchor_grids import input_anchors
 
 # (a) becomes the default only at >= 99 % identical assignments, counted over the anchors that
@@ -202,8 +203,8 @@ def main(argv=None) -> int:
     json_path, image_root = split_paths(cfg, "train")
     source = load_coco(json_path, image_root)
     with tempfile.TemporaryDirectory() as work:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
-                 log_to_driver=False, logging_level=logging.WARNING)
+        start_local_ray(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+                        logging_level=logging.WARNING)
         try:
             pre = bench_precompute(json_path, image_root, work, args.repeats)
         finally:

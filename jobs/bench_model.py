@@ -92,6 +92,9 @@ def _time_one(net, x, precision: str, eval_cfg, device, warmup: int, runs: int, 
     from model import postprocess
     from pipeline.eval.evaluate import fps_setup
     from pipeline.eval.runtime import inference_autocast
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     model = torch.compile(net) if eval_cfg.compile else net
     if eval_cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -112,7 +115,9 @@ def _time_one(net, x, precision: str, eval_cfg, device, warmup: int, runs: int, 
            "anchors": int(out["anchors"].shape[0]), "batch": x.shape[0], "forward_ms": round(fwd, 2),
            "post_ms": round(post, 2), "total_ms": round(fwd + post, 2),
            "images_per_s": round(1e3 * x.shape[0] / (fwd + post), 1),
-           "detections_per_image": len(dets[0]["scores"]), "first_call_s": round(first_s, 1)}
+           "detections_per_image": len(dets[0]["scores"]), "first_call_s": round(first_s, 1),
+           "precision": precision,
+           "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20) if cuda else None}
     print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     return row
 

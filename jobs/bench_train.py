@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="NAME", help="assigners to time (default: all six)")
     p.add_argument("--iters", type=int, default=20, help="timed steps per assigner (default: 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu); on CUDA the steps run "
+                   "in bf16 autocast when train.amp is on (default on), and the peak memory is reported")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's choice, all cores)")
     p.add_argument("--data-path", action="store_true",
@@ -47,12 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_steps(cfg, assigner: str, iters: int, warmup: int, device: torch.device) -> dict:
     from pipeline.train.step import train_step
     from pipeline.train.parts import build_parts
 
     cfg = replace(cfg, train=replace(cfg.train, assigner=assigner))
-    parts = build_parts(cfg, rank=0, world=1, device=torch.device("cpu"))
+    parts = build_parts(cfg, rank=0, world=1, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times, it = [], 0
     epoch = 0
     while it < warmup + iters:
@@ -60,7 +69,8 @@ def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
             t0 = time.perf_counter()
             images, targets = parts.to_device(batch)
             train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
-                       losses_fn=parts.losses_fn, weights=parts.weights)
+                       losses_fn=parts.losses_fn, weights=parts.weights, amp=cfg.train.amp)
+            _sync(device)
             if it >= warmup:
                 times.append(time.perf_counter() - t0)
             it += 1
@@ -75,9 +85,13 @@ def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
     load_s = (time.perf_counter() - t0) / max(n, 1)
     step_s = statistics.median(times)
     bs = cfg.train.batch_size
+    cuda = device.type == "cuda"
     return {"assigner": assigner, "scale": cfg.data.scale, "batch": bs,
             "it_per_s": 1.0 / (step_s + load_s), "img_per_s": bs / (step_s + load_s),
-            "step_ms": 1000 * step_s, "load_ms": 1000 * load_s, "threads": torch.get_num_threads()}
+            "step_ms": 1000 * step_s, "load_ms": 1000 * load_s, "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+            "precision": "bf16" if cuda and cfg.train.amp else "fp32",
+            "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
 
 
 def bench_data_path(cfg, batches: int) -> list[dict]:
@@ -168,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'assigner':<12} {'S':>4} {'B':>3} {'it/s':>6} {'img/s':>6} {'step ms':>8} "
               f"{'load ms':>8}")
         for name in args.assigners:
-            r = bench_steps(cfg, name, args.iters, args.warmup)
+            r = bench_steps(cfg, name, args.iters, args.warmup, torch.device(args.device))
             rows.append(r)
             print(f"{name:<12} {r['scale']:>4} {r['batch']:>3} {r['it_per_s']:6.2f} "
                   f"{r['img_per_s']:6.2f} {r['step_ms']:8.1f} {r['load_ms']:8.1f}", flush=True)

@@ -6,16 +6,25 @@
   Ray Train Controller actor state" every 2 s. `quiet_logs`, installed as the job's
   `worker_process_setup_hook`, silences that logger in every Ray worker process, and the two
   that log each report's whole dict at INFO.
-- Token auth (default in Ray 2.60 once a token exists) needs no set-up for an in-process
-  `ray.init`; clients of a `ray start` cluster need `RAY_AUTH_MODE=token`.
+- A local cluster is not a network service: every process binds 127.0.0.1 (`start_local_ray`).
+  On Linux Ray 2.60 binds its gRPC servers (GCS, raylet, every worker, the agents) to the node IP
+  or all interfaces, and turns `_node_ip_address="127.0.0.1"` back into the machine's external
+  address; only its local-only mode (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, the macOS/Windows
+  default) keeps the node IP on loopback. That mode also makes `ray start` refuse to run, so it
+  is set only while `ray.init` starts the processes (they inherit it), then put back.
+- Token auth: `ray.init` turns it on for every new local cluster (creating ~/.ray/auth_token
+  once) unless `RAY_AUTH_MODE` says otherwise; clients of a `ray start` cluster (cluster mode,
+  bound to the node IP) need `RAY_AUTH_MODE=token` and the cluster's token.
 """
 from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
+from ray._private import ray_constants
 
 QUIET_LOGGERS = {  # logger -> the lowest level it still shows
     "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
@@ -26,6 +35,8 @@ QUIET_LOGGERS = {  # logger -> the lowest level it still shows
 QUIET_HOOK = "pipeline.ray_utils.quiet_logs"
 DEFAULT_OBJECT_STORE_BYTES = 512 * 2**20
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
+LOOPBACK = "127.0.0.1"
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # read by ray_constants.ENABLE_RAY_CLUSTER
 
 
 def quiet_logs() -> None:
@@ -37,6 +48,30 @@ def worker_runtime_env() -> dict:
     """Runtime env for Train workers: the repo importable, the noisy logger quiet."""
     path = os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
     return {"env_vars": {"PYTHONPATH": path}, "worker_process_setup_hook": QUIET_HOOK}
+
+
+@contextmanager
+def _local_only_mode():
+    """Ray's local-only mode for this process (the constant, read when ray is imported) and the
+    processes it starts (the environment variable), put back afterwards."""
+    saved_env, saved_flag = os.environ.get(LOCAL_ONLY_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_ONLY_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOCAL_ONLY_ENV, None)
+        else:
+            os.environ[LOCAL_ONLY_ENV] = saved_env
+
+
+def start_local_ray(**kwargs) -> None:
+    """`ray.init` of a new single-node cluster whose every process listens on 127.0.0.1 only."""
+    with _local_only_mode():
+        # "local": our own cluster even when a `ray start` head runs on this machine (joining it
+        # would reject num_cpus and the other start-up settings).
+        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, **kwargs)
 
 
 def init_ray(num_cpus: int | None = None, *, num_gpus: int | None = None,
@@ -55,10 +90,8 @@ def init_ray(num_cpus: int | None = None, *, num_gpus: int | None = None,
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
         return True
-    # "local": start our own cluster even when a `ray start` head runs on this machine (joining it
-    # would reject num_cpus and the other start-up settings).
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
-             object_store_memory=object_store_bytes, resources=resources, **kwargs)
+    start_local_ray(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                    object_store_memory=object_store_bytes, resources=resources, **kwargs)
     return True
 
 

@@ -38,6 +38,7 @@ from pipeline.data.coco import ImageRecord, load_coco
 from pipeline.data.datasets import SPLITS, parquet_split_dir, split_paths
 from pipeline.data.instance_table import (LAYOUTS, SCHEMA_VERSION, InstanceStore, columns_to_table,
                                           record_columns, validate_table)
+from pipeline.ray_utils import start_local_ray
 
 MANIFEST = "_manifest.json"
 # What a directory's tables depend on: the manifest's and every shard's record of its plan.
@@ -86,8 +87,11 @@ def ray_session(num_cpus: int | None = None, object_store_memory: int = OBJECT_S
     if ray.is_initialized():
         yield
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=object_store_memory,
-             log_to_driver=False, logging_level=logging.WARNING)
+    kwargs = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
+    else:
+        start_local_ray(num_cpus=num_cpus, object_store_memory=object_store_memory, **kwargs)
     try:
         yield
     finally:

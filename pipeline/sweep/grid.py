@@ -27,6 +27,7 @@ from pipeline.config import (ASSIGNER_NAMES, ASSIGNER_TABLE, DEFAULT_BASELINE, C
                              apply_overrides)
 
 from pipeline.presets import VARIANTS
+from pipeline.storage import join
 
 NO_VARIANT = ""
 
@@ -170,16 +171,11 @@ def cell_config(base: Config, cell: Cell, sweep_name: str) -> Config:
     """
     cfg = replace(base, data=replace(base.data, scale=cell.scale),
                   train=replace(base.train, assigner=cell.assigner, seed=cell.seed,
-                                storage_path=_join(base.train.storage_path, "sweeps", sweep_name)),
+                                storage_path=join(base.train.storage_path, "sweeps", sweep_name)),
                   eval=replace(base.eval, fps_runs=0))  # timed after all trials (`pipeline.sweep.timing`)
     if cell.variant:
         cfg = apply_overrides(cfg, list(VARIANTS[cell.variant].overrides))
     return cfg
-
-
-def _join(root: str, *parts: str) -> str:
-    """Path join that also works for URIs (s3://bucket/x)."""
-    return "/".join([root.rstrip("/"), *parts])
 
 
 def assigner_label(assigner: str) -> str:

@@ -40,7 +40,7 @@ from ray.experimental import tqdm_ray
 from ray.train import Checkpoint
 from tqdm import tqdm
 
-from pipeline import tracking
+from pipeline import storage, tracking
 from pipeline.config import Config
 from pipeline.data.shards import derive_seed
 from pipeline.eval.evaluate import evaluate_model
@@ -66,15 +66,14 @@ def _mean_over_ranks(stats: dict[str, float], world: int, device: torch.device) 
     return {k: float(v) / world for k, v in zip(keys, t.tolist())}
 
 
-def _maybe_crash(cfg: Config, iteration: int, rank: int, run_dir: Path) -> None:
+def _maybe_crash(cfg: Config, iteration: int, rank: int, run_dir: str) -> None:
     t = cfg.train
     if t.crash_at_iter is None or iteration != t.crash_at_iter or rank != t.crash_rank:
         return
-    marker = run_dir / CRASH_MARKER.format(iteration)
-    if marker.exists():
+    marker = storage.join(run_dir, CRASH_MARKER.format(iteration))  # beside the checkpoints, even in S3
+    if storage.exists(marker):
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(time.time()))
+    storage.write_text(marker, str(time.time()))
     time.sleep(CRASH_GRACE_S)
     os._exit(1)  # a hard death, as a killed process: no exception, no cleanup
 
@@ -143,7 +142,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     bar = (tqdm_ray.tqdm if ray.is_initialized() else partial(tqdm, file=sys.stderr, dynamic_ncols=True))
     shown = TrainProgress(total_iterations(cfg.train, parts.iters_per_epoch), progress["iteration"],
                           cfg.train.batch_size * world, bar if live else None)
-    _train(parts, progress, Path(config["run_dir"]), local_dir, local_logger, shown)
+    _train(parts, progress, config["run_dir"], local_dir, local_logger, shown)
     shown.close()
     _final_evaluation(parts, progress, local_dir, local_logger)
 

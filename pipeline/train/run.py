@@ -23,7 +23,7 @@ from typing import Any
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.torch import TorchTrainer
 
 from pipeline import tracking
 from pipeline.config import Config
@@ -32,8 +32,10 @@ from pipeline.data.datasets import dataset_dir
 from pipeline.data.precompute import ensure_precomputed
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
 from pipeline.ray_utils import init_ray, quiet_logs, worker_runtime_env
+from pipeline.storage import is_uri, join, location_of, resolve_storage
 from pipeline.train.checkpoint import STATE_FILE
 from pipeline.train.loop import train_loop_per_worker
+from pipeline.train.rendezvous import LoopbackTorchConfig
 
 LOCAL_CHECKPOINTS = "local_checkpoints"  # num_workers=0 runs keep their checkpoints here
 CONFIG_HASH_TAG = "maskaware.config_hash"  # a run name is only ever resumed with its own config
@@ -72,7 +74,11 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     `TuneReportCallback` in `callbacks`).
     """
     name = run_name or default_run_name(cfg)
-    storage = str(Path(cfg.train.storage_path).expanduser().resolve())
+    storage = resolve_storage(cfg.train.storage_path)
+    local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
+    if local and is_uri(storage):
+        raise ValueError(f"train.num_workers=0 keeps its checkpoints on this machine: train.storage_path "
+                         f"must be a local path, not {storage!r}")
     key = {tracking.RAY_RUN_TAG: name}
     config_hash = cell_key(cfg)
     done, unfinished = _earlier_runs(cfg, key, name, config_hash)
@@ -87,7 +93,6 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     logger.log_dict(cfg.to_dict(), "config/config.json")  # what jobs.evaluate reads
     logger.log_text(config_yaml(cfg), "config/config.yaml")  # what --config reads back
     dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
-    local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
     quiet_logs()
     started = False if local else init_ray()
     if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
@@ -103,7 +108,8 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
         logger.set_tags({k: v for k, v in metrics.items() if isinstance(v, str)})
         with result.checkpoint.as_directory() as d:
             _log_final_artifacts(logger, Path(d))
-        logger.set_tags({"maskaware.checkpoint": result.checkpoint.path})
+        checkpoint = location_of(result.checkpoint.filesystem, result.checkpoint.path)
+        logger.set_tags({"maskaware.checkpoint": checkpoint})
         logger.finish("FINISHED")
     except BaseException:
         logger.finish("FAILED")
@@ -112,7 +118,7 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
         if started:
             ray.shutdown()
     return {"run_id": logger.run_id, "name": name, "metrics": metrics,
-            "checkpoint": result.checkpoint.path, "reused": False}
+            "checkpoint": checkpoint, "reused": False}
 
 
 def _earlier_runs(cfg: Config, key: dict[str, str], name: str, config_hash: str):
@@ -130,12 +136,12 @@ def _trainer(cfg: Config, name: str, storage: str, logger: tracking.RunLogger, l
              callbacks: list | None) -> TorchTrainer:
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(Path(storage) / name),
+        train_loop_config={"cfg": cfg.to_dict(), "run_dir": join(storage, name),
                            "live_progress": sys.stderr.isatty(),  # a live bar (else log lines)
                            "local_dir": str(Path(storage) / name / LOCAL_CHECKPOINTS) if local else None,
                            "local_logger": logger if local else None},
         scaling_config=_scaling(cfg),
-        torch_config=TorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
+        torch_config=LoopbackTorchConfig(backend="nccl" if cfg.train.use_gpu else "gloo"),
         run_config=RunConfig(
             name=name, storage_path=storage,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),

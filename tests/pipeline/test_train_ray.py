@@ -3,8 +3,11 @@
 One local Ray cluster serves the module (starting one costs 5–10 s, stopping 4 s). Two runs of
 the same tiny configuration, the second with a worker killed mid-run (`train.crash_at_iter`);
 both are kept for the assertions below. Ray's fixed cost is ≈20–30 s per run on 2 cores.
+Meanwhile every socket the cluster's processes listen on is sampled: a local run is no network
+service.
 """
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,10 +16,11 @@ import torch
 from mlflow import MlflowClient
 
 from pipeline.eval.model_files import MODEL_FILE
-from pipeline.ray_utils import init_ray
+from pipeline.ray_utils import LOCAL_ONLY_ENV, init_ray
 from pipeline.tracking import CELL_KEY_TAG, PARENT_TAG, open_run, resolve_tracking_uri
 from pipeline.train.loop import CRASH_MARKER
 from pipeline.train.run import run_training
+from tests.pipeline.listening import ListeningSampler, is_loopback
 from tests.pipeline.train_support import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -32,7 +36,13 @@ METRIC_KEYS = [f"{t}/{m}" for t in ("segm", "bbox")
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def listening():
+    with ListeningSampler() as sampler:
+        yield sampler.seen
+
+
+@pytest.fixture(scope="module")
+def cluster(listening):
     started = init_ray(num_cpus=2, object_store_bytes=256 * 2**20)
     yield
     if started:
@@ -147,3 +157,18 @@ def test_logged_metrics_equal_jobs_evaluate_on_the_final_checkpoint(workers, clu
     same = {k: v for k, v in again.items() if isinstance(v, float) and not k.startswith(TIMING)}
     assert len(same) >= 20
     assert same == {k: result["metrics"][k] for k in same}  # digit for digit
+
+
+def test_the_local_cluster_listens_on_loopback_only(listening, uninterrupted):
+    """GCS, raylet, agents, every worker, the Train workers' process group (gloo and torch's
+    TCPStore): 127.0.0.1 only, during a 2-worker run (and whatever else the module ran before)."""
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    names = " ".join(listening.values())
+    assert "gcs_server" in names and "raylet" in names and "RayTrainWorker" in names, names
+    exposed = {f"{ip}:{port}": name for (ip, port), name in listening.items() if not is_loopback(ip)}
+    assert not exposed, exposed
+    assert get_authentication_mode() == AuthenticationMode.TOKEN
+    # Ray's local-only mode was only on while the cluster started (`ray start` refuses it)
+    assert LOCAL_ONLY_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER
