@@ -67,6 +67,7 @@ class MaskIntegrals:
                                before rounding; ax < 0 is a horizontal flip
     window  int64 [4] | None   (x1, y1, x2, y2) part of the frame that is counted; also the
                                region `areas()` counts over
+    (`concat_integrals` of several images' instances makes affine and window per instance, [G, 4].)
     """
 
     data: Tensor
@@ -233,6 +234,8 @@ class MaskIntegrals:
                              f"{tuple(instance.shape)}")
         if boxes.device != self.device or instance.device != self.device:
             raise ValueError(f"boxes are on {boxes.device}, instance on {instance.device}, integrals on {self.device}")
+        if self.affine is not None and self.affine.dim() == 2:
+            raise ValueError("per-instance transforms (concatenated images) are counted with count_as only")
         return self._rect_sum(self._pixel_rects(boxes[:, None, :]), dtype, instance)[:, 0]  # [P]
 
     def _pixel_rects(self, boxes: Tensor) -> Tensor:
@@ -241,8 +244,11 @@ class MaskIntegrals:
             boxes = self._map(boxes)
         r = torch.round(boxes)  # half to even, as the official code
         if self.window is not None:  # count only inside the window (the region may be larger)
-            lo = self.window[:2].repeat(2).to(torch.float64)  # [4] (x1, y1, x1, y1)
-            hi = self.window[2:].repeat(2).to(torch.float64)  # [4] (x2, y2, x2, y2)
+            win = self.window.to(torch.float64)  # [4] or per instance [G, 4]
+            reps = (1,) * (win.dim() - 1) + (2,)
+            lo, hi = win[..., :2].repeat(reps), win[..., 2:].repeat(reps)  # (x1, y1, x1, y1), (x2, y2, x2, y2)
+            if win.dim() == 2:
+                lo, hi = lo[:, None, :], hi[:, None, :]  # [G, 1, 4]
             r = torch.maximum(torch.minimum(r, hi), lo)
         return r
 
@@ -252,18 +258,20 @@ class MaskIntegrals:
             return self.total
         # The window is already whole pixels of this frame: no mapping, rounding or clamping to do
         # (and no copy of self, which would drop the cached lookup tables).
-        win = self.window.to(torch.float64).view(1, 1, 4).expand(len(self), 1, 4)  # [G, 1, 4]
+        win = self.window.to(torch.float64).view(-1, 1, 4).expand(len(self), 1, 4)  # [G, 1, 4]
         return self._rect_sum(win, torch.float64)[:, 0].long()
 
     def area_scale(self) -> float | Tensor:
-        """Pixels of this frame per unit area of the query frame (|ax·ay|; 1 without `affine`)."""
+        """Pixels of this frame per unit area of the query frame (|ax·ay|, [] or per instance [G];
+        1 without `affine`)."""
         if self.affine is None:
             return 1.0
-        return (self.affine[0] * self.affine[2]).abs()
+        return (self.affine[..., 0] * self.affine[..., 2]).abs()
 
     # --- internals --------------------------------------------------------------------------
     def _map(self, boxes: Tensor) -> Tensor:
-        ax, bx, ay, by = self.affine.unbind(0)
+        affine = self.affine if self.affine.dim() == 1 else self.affine[:, None, :]  # [4] | [G, 1, 4]
+        ax, bx, ay, by = affine.unbind(-1)
         xa, xb = boxes[..., 0] * ax + bx, boxes[..., 2] * ax + bx
         ya, yb = boxes[..., 1] * ay + by, boxes[..., 3] * ay + by
         return torch.stack([torch.minimum(xa, xb), torch.minimum(ya, yb),
@@ -337,3 +345,31 @@ def as_mask_integrals(integral: "MaskIntegrals | Tensor") -> "MaskIntegrals":
     if isinstance(integral, Tensor):
         return MaskIntegrals.from_full(integral)
     raise ValueError(f"integral must be a MaskIntegrals or an int tensor [G, H+1, W+1], got {type(integral).__name__}")
+
+
+def concat_integrals(parts: "list[MaskIntegrals]") -> MaskIntegrals:
+    """The instances of several `MaskIntegrals` in order, as one (buffers concatenated, offsets
+    and lookup tables shifted; no recount). With frame transforms (all parts or none), affine and
+    window become per instance [G, 4]; `image_size` is the largest of each side (only `full` uses it)."""
+    if not parts:
+        raise ValueError("concat_integrals needs at least one MaskIntegrals")
+    with_affine = [p.affine is not None for p in parts]
+    if any(with_affine) != all(with_affine):
+        raise ValueError("concat_integrals: either every part has a frame transform or none has")
+    shifts = list(accumulate((p.data.numel() for p in parts), initial=0))[:-1]
+    cat = lambda ts: torch.cat(list(ts))  # noqa: E731
+    per = (lambda t, p: t.expand(len(p), 4)) if all(with_affine) else None  # [4] -> [G, 4]
+    out = MaskIntegrals(
+        data=cat(p.data for p in parts),
+        offset=cat(p.offset + s for p, s in zip(parts, shifts)),
+        origin=cat(p.origin for p in parts), size=cat(p.size for p in parts),
+        total=cat(p.total for p in parts),
+        image_size=(max(p.image_size[0] for p in parts), max(p.image_size[1] for p in parts)),
+        affine=cat(p.affine.view(-1, 4) if p.affine.dim() == 2 else per(p.affine, p) for p in parts) if per else None,
+        window=cat(p.window.view(-1, 4) if p.window.dim() == 2 else per(p.window, p) for p in parts) if per else None)
+    geometry = [p._geometry for p in parts]  # [G_p, ...] each
+    origin4, size4, corners, base = (cat(g[i] for g in geometry) for i in range(4))
+    base = base + cat(torch.full_like(g[3], float(s)) for g, s in zip(geometry, shifts))  # [G, 1, 4]
+    out.__dict__["_geometry"] = (origin4, size4, corners, base)
+    out.__dict__["_signs_cache"] = dict(parts[0].__dict__.get("_signs_cache", {}))
+    return out
