@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import contextlib
 import statistics
 import sys
 import time
@@ -23,6 +24,8 @@ import torch
 from pipeline.config import ASSIGNER_NAMES, apply_overrides
 
 from pipeline.presets import get_preset
+
+PHASES = ("forward", "assign", "losses", "backward", "optimizer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,22 +50,75 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class PhaseClock:
+    """Wall time of each phase of `train_step`, taken from outside it: hooks on the model's forward
+    and the optimizer's step, wrappers around `step.assign_batch`, the losses and
+    `Tensor.backward`. What is left of a step ("other") is the step's own glue."""
+
+    def __init__(self, parts, step_module):
+        self.parts, self.step_module = parts, step_module
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self._start: dict[str, float] = {}
+
+    def _begin(self, phase: str) -> None:
+        self._start[phase] = time.perf_counter()
+
+    def _end(self, phase: str) -> None:
+        self.seconds[phase] += time.perf_counter() - self._start.pop(phase)
+
+    def _timed(self, phase: str, fn):
+        def run(*args, **kwargs):
+            self._begin(phase)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._end(phase)
+        return run
+
+    def take(self) -> dict[str, float]:
+        out, self.seconds = self.seconds, dict.fromkeys(PHASES, 0.0)
+        return out
+
+    @contextlib.contextmanager
+    def installed(self):
+        model, opt = self.parts.model, self.parts.optimizer
+        handles = [model.register_forward_pre_hook(lambda *_: self._begin("forward")),
+                   model.register_forward_hook(lambda *_: self._end("forward")),
+                   opt.register_step_pre_hook(lambda *_: self._begin("optimizer")),
+                   opt.register_step_post_hook(lambda *_: self._end("optimizer"))]
+        saved = (self.step_module.assign_batch, self.parts.losses_fn, torch.Tensor.backward)
+        self.step_module.assign_batch = self._timed("assign", saved[0])
+        self.parts.losses_fn = self._timed("losses", saved[1])
+        torch.Tensor.backward = self._timed("backward", saved[2])
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            self.step_module.assign_batch, self.parts.losses_fn, torch.Tensor.backward = saved
+
+
 def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
-    from pipeline.train.step import train_step
+    from pipeline.train import step as step_module
     from pipeline.train.parts import build_parts
 
     cfg = replace(cfg, train=replace(cfg.train, assigner=assigner))
     parts = build_parts(cfg, rank=0, world=1, device=torch.device("cpu"))
-    times, it = [], 0
+    clock = PhaseClock(parts, step_module)
+    times, phases, it = [], [], 0
     epoch = 0
     while it < warmup + iters:
         for batch in parts.loader(epoch):
-            t0 = time.perf_counter()
-            images, targets = parts.to_device(batch)
-            train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
-                       losses_fn=parts.losses_fn, weights=parts.weights)
+            with clock.installed():
+                t0 = time.perf_counter()
+                images, targets = parts.to_device(batch)
+                step_module.train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
+                                       losses_fn=parts.losses_fn, weights=parts.weights)
+                elapsed = time.perf_counter() - t0
+            split = clock.take()
             if it >= warmup:
-                times.append(time.perf_counter() - t0)
+                times.append(elapsed)
+                phases.append({**split, "other": elapsed - sum(split.values())})
             it += 1
             if it >= warmup + iters:
                 break
@@ -77,7 +133,9 @@ def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
     bs = cfg.train.batch_size
     return {"assigner": assigner, "scale": cfg.data.scale, "batch": bs,
             "it_per_s": 1.0 / (step_s + load_s), "img_per_s": bs / (step_s + load_s),
-            "step_ms": 1000 * step_s, "load_ms": 1000 * load_s, "threads": torch.get_num_threads()}
+            "step_ms": 1000 * step_s, "load_ms": 1000 * load_s, "threads": torch.get_num_threads(),
+            "steps_ms": [1000 * t for t in times],
+            **{f"{k}_ms": 1000 * statistics.median(p[k] for p in phases) for k in (*PHASES, "other")}}
 
 
 def bench_data_path(cfg, batches: int) -> list[dict]:
@@ -166,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = []
         print(f"{'assigner':<12} {'S':>4} {'B':>3} {'it/s':>6} {'img/s':>6} {'step ms':>8} "
-              f"{'load ms':>8}")
+              f"{'load ms':>8} | median ms: " + " ".join(f"{k:>9}" for k in (*PHASES, "other")))
         for name in args.assigners:
             r = bench_steps(cfg, name, args.iters, args.warmup)
             rows.append(r)
             print(f"{name:<12} {r['scale']:>4} {r['batch']:>3} {r['it_per_s']:6.2f} "
-                  f"{r['img_per_s']:6.2f} {r['step_ms']:8.1f} {r['load_ms']:8.1f}", flush=True)
+                  f"{r['img_per_s']:6.2f} {r['step_ms']:8.1f} {r['load_ms']:8.1f} |            "
+                  + " ".join(f"{r[k + '_ms']:9.1f}" for k in (*PHASES, "other")), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
