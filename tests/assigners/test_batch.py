@@ -78,3 +78,21 @@ def test_batch_inputs_are_checked_per_image():
         ASSIGNERS["atss_maiou"].batch(boxes, masks[:1], anchors, LEVELS)
     with pytest.raises(ValueError, match="gt_boxes"):
         ASSIGNERS["atss_iou"].batch([boxes[0], boxes[1][:, :3]], masks, anchors, LEVELS)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", [n for n in ASSIGNERS if n != "atss_maiou_brute"])  # brute: host loop by design
+def test_batch_assignment_never_syncs_on_cuda(name):
+    boxes, masks, anchors = _batch(11, [3, 0, 40, 1])
+    expect = ASSIGNERS[name].batch(boxes, masks, anchors, LEVELS)
+    dev = torch.device("cuda")
+    integrals = [MaskIntegrals.from_masks(m).to(dev) for m in masks]  # built off the step, as the loader does
+    boxes, masks, anchors = [b.to(dev) for b in boxes], [m.to(dev) for m in masks], anchors.to(dev)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = ASSIGNERS[name].batch(boxes, masks, anchors, LEVELS, integrals)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.equal(out.cpu(), expect)
