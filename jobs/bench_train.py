@@ -5,6 +5,11 @@ process, run `--warmup` untimed steps, then time `--iters` full `train_step`s (l
 augmentation included, as in training) and print iterations/s and images/s. This is what one
 Train worker does, without Ray's fixed start-up cost (≈20–30 s per run, see docs/benchmarks.md).
 
+--table3 prints maIoU Table 3 (GmaIoU Table 4): average seconds per training iteration of
+YOLACT-550 R50 (`TABLE3_OVERRIDES` on top of the preset, then --set) for fixed IoU, ATSS w. IoU,
+ATSS w. maIoU by brute force (the benchmark-only `atss_maiou_brute`), ATSS w. maIoU and GmaIoU
+with integral images, and the brute-force / integral-image speed-up (iteration and assignment).
+
 --data-path compares how batches reach a worker: the per-worker DataLoader over the worker's
 shard of image keys (what the trainer uses) against a Ray Data pipeline
 (`from_items(keys).map(load + augment) -> iter_rows`), both producing the same samples.
@@ -21,19 +26,25 @@ from dataclasses import replace
 
 import torch
 
-from pipeline.config import ASSIGNER_NAMES, apply_overrides
+from pipeline.config import ASSIGNER_NAMES, ASSIGNER_TABLE, apply_overrides
 
 from pipeline.presets import get_preset
 
 PHASES = ("forward", "assign", "losses", "backward", "optimizer")
+# maIoU Table 3 / GmaIoU Table 4: YOLACT-550 R50, SGD, the preset's batch.
+TABLE3_OVERRIDES = ("model.backbone=resnet50", "model.fpn_channels=256", "model.num_protos=32",
+                    "data.scale=550", "train.optimizer=sgd", "train.lr=4e-3", "train.weight_decay=5e-4")
+TABLE3_ROWS = ("fixed_iou", "atss_iou", "atss_maiou_brute", "atss_maiou", "atss_gmaiou")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.bench_train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", help="base configuration (default: tiny)")
-    p.add_argument("--assigners", nargs="+", default=list(ASSIGNER_NAMES), choices=ASSIGNER_NAMES,
-                   metavar="NAME", help="assigners to time (default: all six)")
+    p.add_argument("--assigners", nargs="+", default=list(ASSIGNER_NAMES), choices=list(ASSIGNER_TABLE),
+                   metavar="NAME", help="assigners to time (default: all six of the grids)")
+    p.add_argument("--table3", action="store_true",
+                   help="instead: the iteration-time table (R50, S = 550; see above) (default: off)")
     p.add_argument("--iters", type=int, default=20, help="timed steps per assigner (default: 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     p.add_argument("--threads", type=int, default=None,
@@ -138,6 +149,23 @@ def bench_steps(cfg, assigner: str, iters: int, warmup: int) -> dict:
             **{f"{k}_ms": 1000 * statistics.median(p[k] for p in phases) for k in (*PHASES, "other")}}
 
 
+def table3(cfg, iters: int, warmup: int) -> list[dict]:
+    """`bench_steps` of each Table-3 row; prints the table and the brute-force speed-ups."""
+    rows = []
+    print(f"{'assigner':<32} {'s/iter':>7} {'assign s':>9} | YOLACT-{cfg.data.scale} "
+          f"{cfg.model.backbone}, batch {cfg.train.batch_size}, {iters} timed iterations", flush=True)
+    for name in TABLE3_ROWS:
+        r = bench_steps(cfg, name, iters, warmup)
+        r["s_per_iter"] = 1.0 / r["it_per_s"]
+        rows.append(r)
+        print(f"{ASSIGNER_TABLE[name].label:<32} {r['s_per_iter']:7.2f} {r['assign_ms'] / 1000:9.3f}", flush=True)
+    by = {r["assigner"]: r for r in rows}
+    brute, fast = by["atss_maiou_brute"], by["atss_maiou"]
+    print(f"brute force / integral images: {brute['s_per_iter'] / fast['s_per_iter']:.1f}x per iteration, "
+          f"{brute['assign_ms'] / fast['assign_ms']:.0f}x on the assignment")
+    return rows
+
+
 def bench_data_path(cfg, batches: int) -> list[dict]:
     import ray
 
@@ -210,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = apply_overrides(get_preset(args.preset), args.overrides)
-    if args.eval:
+    base = list(TABLE3_OVERRIDES) if args.table3 else []
+    cfg = apply_overrides(get_preset(args.preset), base + args.overrides)
+    if args.table3:
+        rows = table3(cfg, args.iters, args.warmup)
+    elif args.eval:
         r = bench_eval(cfg, args.iters, args.warmup)
         print(f"one evaluation of {r['images']} validation images: {r['eval_s']:.2f} s on {r['threads']} "
               f"thread(s) = {r['steps_per_eval']:.1f} training steps of {r['step_ms']:.0f} ms")
