@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 from torch import Tensor
@@ -24,7 +25,7 @@ from torch import Tensor
 from assigners.atss import atss_assign
 from assigners.contract import BACKGROUND, check_assign_inputs
 from assigners.fixed_iou import NO_GT, best_anchor_per_gt, resolve_fixed_iou
-from assigners.integrals import MaskIntegrals, concat_integrals
+from assigners.integrals import MaskIntegrals
 from assigners.overlaps import box_iou
 
 
@@ -118,3 +119,32 @@ def looped(per_image: Callable[..., Tensor]) -> Callable[..., Tensor]:
         rows = [per_image(b, m, anchors, num_anchors_per_level, i) for b, m, i in zip(gt_boxes, gt_masks, integrals)]
         return torch.stack(rows) if rows else anchors.new_zeros((0, anchors.shape[0]), dtype=torch.int64)
     return batch
+
+
+def concat_integrals(parts: "list[MaskIntegrals]") -> MaskIntegrals:
+    """The instances of several `MaskIntegrals` in order, as one (buffers concatenated, offsets
+    and lookup tables shifted; no recount). With frame transforms (all parts or none), affine and
+    window become per instance [G, 4]; `image_size` is the largest of each side (only `full` uses it)."""
+    if not parts:
+        raise ValueError("concat_integrals needs at least one MaskIntegrals")
+    with_affine = [p.affine is not None for p in parts]
+    if any(with_affine) != all(with_affine):
+        raise ValueError("concat_integrals: either every part has a frame transform or none has")
+    shifts = list(accumulate((p.data.numel() for p in parts), initial=0))[:-1]
+    cat = lambda ts: torch.cat(list(ts))  # noqa: E731
+    per = (lambda t, p: t.expand(len(p), 4)) if all(with_affine) else None  # [4] -> [G, 4]
+    out = MaskIntegrals(
+        data=cat(p.data for p in parts),
+        offset=cat(p.offset + s for p, s in zip(parts, shifts)),
+        origin=cat(p.origin for p in parts), size=cat(p.size for p in parts),
+        total=cat(p.total for p in parts),
+        image_size=(max(p.image_size[0] for p in parts), max(p.image_size[1] for p in parts)),
+        affine=cat(p.affine.view(-1, 4) if p.affine.dim() == 2 else per(p.affine, p) for p in parts) if per else None,
+        window=cat(p.window.view(-1, 4) if p.window.dim() == 2 else per(p.window, p) for p in parts) if per else None)
+    # The lookup tables are joined too (same package: it knows their layout), not rebuilt.
+    geometry = [p._geometry for p in parts]  # [G_p, ...] each
+    origin4, size4, corners, base = (cat(g[i] for g in geometry) for i in range(4))
+    base = base + cat(torch.full_like(g[3], float(s)) for g, s in zip(geometry, shifts))  # [G, 1, 4]
+    out.__dict__["_geometry"] = (origin4, size4, corners, base)
+    out.__dict__["_signs_cache"] = dict(parts[0].__dict__.get("_signs_cache", {}))
+    return out

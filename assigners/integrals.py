@@ -67,7 +67,7 @@ class MaskIntegrals:
                                before rounding; ax < 0 is a horizontal flip
     window  int64 [4] | None   (x1, y1, x2, y2) part of the frame that is counted; also the
                                region `areas()` counts over
-    (`concat_integrals` of several images' instances makes affine and window per instance, [G, 4].)
+    (`assigners.batch.concat_integrals` of several images' instances makes them per instance, [G, 4].)
     """
 
     data: Tensor
@@ -346,30 +346,3 @@ def as_mask_integrals(integral: "MaskIntegrals | Tensor") -> "MaskIntegrals":
         return MaskIntegrals.from_full(integral)
     raise ValueError(f"integral must be a MaskIntegrals or an int tensor [G, H+1, W+1], got {type(integral).__name__}")
 
-
-def concat_integrals(parts: "list[MaskIntegrals]") -> MaskIntegrals:
-    """The instances of several `MaskIntegrals` in order, as one (buffers concatenated, offsets
-    and lookup tables shifted; no recount). With frame transforms (all parts or none), affine and
-    window become per instance [G, 4]; `image_size` is the largest of each side (only `full` uses it)."""
-    if not parts:
-        raise ValueError("concat_integrals needs at least one MaskIntegrals")
-    with_affine = [p.affine is not None for p in parts]
-    if any(with_affine) != all(with_affine):
-        raise ValueError("concat_integrals: either every part has a frame transform or none has")
-    shifts = list(accumulate((p.data.numel() for p in parts), initial=0))[:-1]
-    cat = lambda ts: torch.cat(list(ts))  # noqa: E731
-    per = (lambda t, p: t.expand(len(p), 4)) if all(with_affine) else None  # [4] -> [G, 4]
-    out = MaskIntegrals(
-        data=cat(p.data for p in parts),
-        offset=cat(p.offset + s for p, s in zip(parts, shifts)),
-        origin=cat(p.origin for p in parts), size=cat(p.size for p in parts),
-        total=cat(p.total for p in parts),
-        image_size=(max(p.image_size[0] for p in parts), max(p.image_size[1] for p in parts)),
-        affine=cat(p.affine.view(-1, 4) if p.affine.dim() == 2 else per(p.affine, p) for p in parts) if per else None,
-        window=cat(p.window.view(-1, 4) if p.window.dim() == 2 else per(p.window, p) for p in parts) if per else None)
-    geometry = [p._geometry for p in parts]  # [G_p, ...] each
-    origin4, size4, corners, base = (cat(g[i] for g in geometry) for i in range(4))
-    base = base + cat(torch.full_like(g[3], float(s)) for g, s in zip(geometry, shifts))  # [G, 1, 4]
-    out.__dict__["_geometry"] = (origin4, size4, corners, base)
-    out.__dict__["_signs_cache"] = dict(parts[0].__dict__.get("_signs_cache", {}))
-    return out

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from assigners import ASSIGNERS, MaskIntegrals, integral_image
-from assigners.integrals import concat_integrals
+from assigners.batch import concat_integrals
 from tests.assigners.reference import random_case
 
 H = W = 48
