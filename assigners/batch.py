@@ -90,18 +90,19 @@ def batch_fixed_iou(gt_boxes: Sequence[Tensor], gt_masks: Sequence[Tensor | None
     if n == 0 or a == 0:
         return torch.full((b, a), BACKGROUND, dtype=torch.int64, device=dev)
     overlaps = box_iou(gts.boxes, anchors)  # [N, A]
-    # Each image's best GT per anchor: scatter reductions over its GT rows, lowest row on ties.
-    rows = gts.image[:, None].expand(-1, a)  # [N, A]
-    best = torch.full((b, a), -1.0, dtype=overlaps.dtype, device=dev)  # every IoU >= 0 > -1
-    best.scatter_reduce_(0, rows, overlaps, reduce="amax")  # [B, A]
-    gt_row = torch.arange(n, device=dev)  # [N]
-    best_gt = torch.full((b, a), n, dtype=torch.int64, device=dev)
-    best_gt.scatter_reduce_(0, rows, torch.where(overlaps == best[gts.image], gt_row[:, None], n),
-                            reduce="amin")  # [B, A]
+    # Each image's best GT per anchor over a table padded to the batch's largest G with -1 (below
+    # every IoU): plain reductions over the GT axis, as per image, lowest GT on ties.
+    counts = [t.shape[0] for t in gt_boxes]
+    local = torch.cat([torch.arange(g, device=dev) for g in counts])  # [N] index within the image
+    padded = torch.full((b, max(counts), a), -1.0, dtype=overlaps.dtype, device=dev)
+    padded[gts.image, local] = overlaps  # [B, Gmax, A]
+    best = padded.amax(1)  # [B, A]
+    gt_index = torch.arange(max(counts), device=dev)[:, None]  # [Gmax, 1]
+    best_gt = torch.where(padded == best[:, None], gt_index, max(counts)).amin(1)  # [B, A]
     forced = torch.full((b * a,), NO_GT, dtype=torch.int64, device=dev)
-    forced.scatter_reduce_(0, gts.image * a + best_anchor_per_gt(overlaps), gt_row,
+    forced.scatter_reduce_(0, gts.image * a + best_anchor_per_gt(overlaps), local,
                            reduce="amax")  # [B·A]; a later GT of the image wins
-    return _local(resolve_fixed_iou(best, best_gt, forced.view(b, a)), gts)  # [B, A]
+    return resolve_fixed_iou(best, best_gt, forced.view(b, a))  # [B, A]
 
 
 def _local(rows: Tensor, gts: BatchedGT) -> Tensor:
