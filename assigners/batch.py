@@ -96,9 +96,7 @@ def batch_fixed_iou(gt_boxes: Sequence[Tensor], gt_masks: Sequence[Tensor | None
     local = torch.cat([torch.arange(g, device=dev) for g in counts])  # [N] index within the image
     padded = torch.full((b, max(counts), a), -1.0, dtype=overlaps.dtype, device=dev)
     padded[gts.image, local] = overlaps  # [B, Gmax, A]
-    best = padded.amax(1)  # [B, A]
-    gt_index = torch.arange(max(counts), device=dev)[:, None]  # [Gmax, 1]
-    best_gt = torch.where(padded == best[:, None], gt_index, max(counts)).amin(1)  # [B, A]
+    best, best_gt = padded.max(1)  # [B, A] each; max returns the first maximal index
     forced = torch.full((b * a,), NO_GT, dtype=torch.int64, device=dev)
     forced.scatter_reduce_(0, gts.image * a + best_anchor_per_gt(overlaps), local,
                            reduce="amax")  # [B·A]; a later GT of the image wins

@@ -40,9 +40,7 @@ def fixed_iou_assign(overlaps: Tensor, pos_thr: float = POS_THR, neg_thr: float 
 
 def best_anchor_per_gt(overlaps: Tensor) -> Tensor:
     """overlaps [G, A] -> int64 [G]: each GT's highest-overlap anchor, the lowest index on ties."""
-    anchor_index = torch.arange(overlaps.shape[1], device=overlaps.device)  # [A]
-    return torch.where(overlaps == overlaps.amax(1, keepdim=True), anchor_index,
-                       overlaps.shape[1]).amin(1)  # [G]
+    return overlaps.argmax(1)  # [G]; argmax returns the first maximal index (documented)
 
 
 def resolve_fixed_iou(best: Tensor, best_gt: Tensor, forced: Tensor, pos_thr: float = POS_THR,
