@@ -24,7 +24,7 @@ from torch import Tensor
 
 from assigners.atss import atss_assign
 from assigners.contract import BACKGROUND, check_assign_inputs
-from assigners.fixed_iou import NO_GT, best_anchor_per_gt, resolve_fixed_iou
+from assigners.fixed_iou import NO_GT, resolve_fixed_iou
 from assigners.integrals import MaskIntegrals
 from assigners.overlaps import box_iou
 
@@ -89,17 +89,18 @@ def batch_fixed_iou(gt_boxes: Sequence[Tensor], gt_masks: Sequence[Tensor | None
     dev = anchors.device
     if n == 0 or a == 0:
         return torch.full((b, a), BACKGROUND, dtype=torch.int64, device=dev)
-    overlaps = box_iou(gts.boxes, anchors)  # [N, A]
-    # Each image's best GT per anchor over a table padded to the batch's largest G with -1 (below
-    # every IoU): plain reductions over the GT axis, as per image, lowest GT on ties.
+    # One IoU table padded to the batch's largest G with empty boxes (IoU 0 <= every real IoU, and
+    # after the real GTs, so never the first maximal one), reduced over its GT axis as per image.
     counts = [t.shape[0] for t in gt_boxes]
+    gmax = max(counts)
     local = torch.cat([torch.arange(g, device=dev) for g in counts])  # [N] index within the image
-    padded = torch.full((b, max(counts), a), -1.0, dtype=overlaps.dtype, device=dev)
-    padded[gts.image, local] = overlaps  # [B, Gmax, A]
-    best, best_gt = padded.max(1)  # [B, A] each; max returns the first maximal index
+    padded = gts.boxes.new_zeros((b, gmax, 4))
+    padded[gts.image, local] = gts.boxes  # [B, Gmax, 4]
+    overlaps = box_iou(padded.view(b * gmax, 4), anchors).view(b, gmax, a)  # [B, Gmax, A]
+    best, best_gt = overlaps.max(1)  # [B, A] each; max returns the first maximal index
+    best_anchor = overlaps.argmax(2)[gts.image, local]  # [N], as `best_anchor_per_gt` per image
     forced = torch.full((b * a,), NO_GT, dtype=torch.int64, device=dev)
-    forced.scatter_reduce_(0, gts.image * a + best_anchor_per_gt(overlaps), local,
-                           reduce="amax")  # [B·A]; a later GT of the image wins
+    forced.scatter_reduce_(0, gts.image * a + best_anchor, local, reduce="amax")  # a later GT wins
     return resolve_fixed_iou(best, best_gt, forced.view(b, a))  # [B, A]
 
 
