@@ -65,13 +65,17 @@ def _candidates(gt_boxes: Tensor, centres: Tensor, num_anchors_per_level: Sequen
 
 
 def atss_assign(gt_boxes: Tensor, anchors: Tensor, num_anchors_per_level: Sequence[int], overlap: Overlap,
-                gt_valid: Tensor | None = None, topk: int = TOPK) -> Tensor:
+                gt_valid: Tensor | None = None, topk: int = TOPK,
+                groups: tuple[Tensor, int] | None = None) -> Tensor:
     """The ATSS assignment int64 [A] (GT index or BACKGROUND); `gt_valid` bool [G] drops GTs.
 
+    `groups = (image int64 [G], B)`: the GTs of B images sharing `anchors` (`assigners.batch`);
+    then the result is int64 [B·A], image b's anchors at b·A.., holding GT rows.
     Inputs are assumed checked (`contract.check_assign_inputs`). No host sync: runs queued on CUDA.
     """
     g, a = gt_boxes.shape[0], anchors.shape[0]
-    matched = torch.full((a,), BACKGROUND, dtype=torch.int64, device=anchors.device)
+    slots = a * (groups[1] if groups is not None else 1)
+    matched = torch.full((slots,), BACKGROUND, dtype=torch.int64, device=anchors.device)
     if g == 0 or a == 0:
         return matched
     centres = _centres(anchors)  # [A, 2]
@@ -88,13 +92,14 @@ def atss_assign(gt_boxes: Tensor, anchors: Tensor, num_anchors_per_level: Sequen
         pos &= gt_valid[:, None]
     # An anchor positive for several GTs takes the highest overlap, then the lowest GT index:
     # two scatter reductions over the (GT, candidate) pairs, O(G·C), no [G, A] table.
-    flat = cand.reshape(-1)  # [G·C]
-    best = torch.full((a,), float("-inf"), dtype=ov.dtype, device=ov.device)
-    best.scatter_reduce_(0, flat, torch.where(pos, ov, float("-inf")).reshape(-1), reduce="amax")  # [A]
-    top = pos & (ov == best[cand])  # [G, C]
+    slot = cand if groups is None else cand + groups[0][:, None] * a  # [G, C]
+    flat = slot.reshape(-1)  # [G·C]
+    best = torch.full((slots,), float("-inf"), dtype=ov.dtype, device=ov.device)
+    best.scatter_reduce_(0, flat, torch.where(pos, ov, float("-inf")).reshape(-1), reduce="amax")  # [slots]
+    top = pos & (ov == best[slot])  # [G, C]
     gt_index = torch.arange(g, device=anchors.device)[:, None]  # [G, 1]
-    winner = torch.full((a,), g, dtype=torch.int64, device=anchors.device)
-    winner.scatter_reduce_(0, flat, torch.where(top, gt_index, g).reshape(-1), reduce="amin")  # [A]
+    winner = torch.full((slots,), g, dtype=torch.int64, device=anchors.device)
+    winner.scatter_reduce_(0, flat, torch.where(top, gt_index, g).reshape(-1), reduce="amin")  # [slots]
     return torch.where(winner < g, winner, matched)
 
 

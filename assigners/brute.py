@@ -3,14 +3,19 @@
 This is the paper's slow baseline (maIoU Table 3: "brute force" vs integral images). It returns
 the same values as `overlaps.mask_aware_iou` bit for bit — same rounding of the anchor corners
 (half to even, clamped to the image, half-open rectangle), same float operation order — and so
-serves benchmarks that time the two ways side by side. Not for training: it is O(A·G·h·w).
+serves benchmarks that time the two ways side by side. `assign_atss_brute` is ATSS w. maIoU on
+those values, registered as "atss_maiou_brute" so that a run can train with it (maIoU Table 3's
+iteration time; benchmark only): it is O(A·G·h·w) and converts every anchor to Python ints.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from assigners.contract import check_boxes
+from collections.abc import Sequence
+
+from assigners.atss import atss_assign, atss_candidates
+from assigners.contract import check_assign_inputs, check_boxes
 from assigners.overlaps import EPS, _iou_terms
 
 
@@ -30,3 +35,19 @@ def brute_mask_aware_iou(gt_boxes: Tensor, gt_masks: Tensor, anchors: Tensor) ->
     mask_area = gt_masks.flatten(1).sum(1).to(gt_boxes.dtype)[:, None]  # [G, 1]
     mob = (mask_area / (area_gt + EPS)).clamp_(min=torch.finfo(counts.dtype).tiny)  # [G, 1]
     return counts / mob / union * (inter / union > 0)  # [G, A]
+
+
+@torch.no_grad()
+def assign_atss_brute(gt_boxes: Tensor, gt_masks: Tensor | None, anchors: Tensor, num_anchors_per_level: Sequence[int],
+                      integral: object = None) -> Tensor:
+    """ATSS w. maIoU with the maIoU of every anchor counted by brute force, as the paper's baseline
+    does (then the candidates' values are gathered). Needs `gt_masks`; `integral` is checked, not used."""
+    check_assign_inputs(gt_boxes, gt_masks, anchors, num_anchors_per_level, integral, needs_masks=False)
+    if gt_masks is None:
+        raise ValueError("atss_maiou_brute counts mask pixels: give gt_masks [G, H, W]")
+    if gt_boxes.shape[0] == 0:
+        return atss_assign(gt_boxes, anchors, num_anchors_per_level, overlap=None)  # all BACKGROUND
+    dense = brute_mask_aware_iou(gt_boxes, gt_masks, anchors)  # [G, A]
+    cand = atss_candidates(gt_boxes, anchors, num_anchors_per_level)  # [G, C], as atss_assign picks them
+    return atss_assign(gt_boxes, anchors, num_anchors_per_level, lambda gt, anc: dense.gather(1, cand),
+                       gt_valid=gt_masks.flatten(1).any(1))

@@ -21,7 +21,7 @@ from assigners.overlaps import box_iou
 
 POS_THR = 0.5
 NEG_THR = 0.4
-_NO_GT = -1  # "no forcing GT" while resolving step 3
+NO_GT = -1  # "no forcing GT" while resolving step 3
 
 
 def fixed_iou_assign(overlaps: Tensor, pos_thr: float = POS_THR, neg_thr: float = NEG_THR) -> Tensor:
@@ -33,14 +33,23 @@ def fixed_iou_assign(overlaps: Tensor, pos_thr: float = POS_THR, neg_thr: float 
     best = overlaps.amax(0)  # [A]
     gt_index = torch.arange(g, device=dev)  # [G]
     best_gt = torch.where(overlaps == best, gt_index[:, None], g).amin(0)  # [A], lowest GT on ties
-    matched = torch.full((a,), IGNORE, dtype=torch.int64, device=dev)
+    forced = torch.full((a,), NO_GT, dtype=torch.int64, device=dev)
+    forced.scatter_reduce_(0, best_anchor_per_gt(overlaps), gt_index, reduce="amax")  # later GT wins
+    return resolve_fixed_iou(best, best_gt, forced, pos_thr, neg_thr)
+
+
+def best_anchor_per_gt(overlaps: Tensor) -> Tensor:
+    """overlaps [G, A] -> int64 [G]: each GT's highest-overlap anchor, the lowest index on ties."""
+    return overlaps.argmax(1)  # [G]; argmax returns the first maximal index (documented)
+
+
+def resolve_fixed_iou(best: Tensor, best_gt: Tensor, forced: Tensor, pos_thr: float = POS_THR,
+                      neg_thr: float = NEG_THR) -> Tensor:
+    """Steps 1–3 from each anchor's best overlap and GT and its forcing GT (`NO_GT`: none)."""
+    matched = torch.full_like(best_gt, IGNORE)
     matched = torch.where(best < neg_thr, BACKGROUND, matched)
     matched = torch.where(best >= pos_thr, best_gt, matched)
-    anchor_index = torch.arange(a, device=dev)  # [A]
-    best_anchor = torch.where(overlaps == overlaps.amax(1, keepdim=True), anchor_index, a).amin(1)  # [G]
-    forced = torch.full((a,), _NO_GT, dtype=torch.int64, device=dev)
-    forced.scatter_reduce_(0, best_anchor, gt_index, reduce="amax")  # later GT wins
-    return torch.where(forced != _NO_GT, forced, matched)
+    return torch.where(forced != NO_GT, forced, matched)
 
 
 @torch.no_grad()  # an assignment is not differentiable

@@ -67,6 +67,7 @@ class MaskIntegrals:
                                before rounding; ax < 0 is a horizontal flip
     window  int64 [4] | None   (x1, y1, x2, y2) part of the frame that is counted; also the
                                region `areas()` counts over
+    (`assigners.batch.concat_integrals` of several images' instances makes them per instance, [G, 4].)
     """
 
     data: Tensor
@@ -233,6 +234,8 @@ class MaskIntegrals:
                              f"{tuple(instance.shape)}")
         if boxes.device != self.device or instance.device != self.device:
             raise ValueError(f"boxes are on {boxes.device}, instance on {instance.device}, integrals on {self.device}")
+        if self.affine is not None and self.affine.dim() == 2:
+            raise ValueError("per-instance transforms (concatenated images) are counted with count_as only")
         return self._rect_sum(self._pixel_rects(boxes[:, None, :]), dtype, instance)[:, 0]  # [P]
 
     def _pixel_rects(self, boxes: Tensor) -> Tensor:
@@ -241,8 +244,11 @@ class MaskIntegrals:
             boxes = self._map(boxes)
         r = torch.round(boxes)  # half to even, as the official code
         if self.window is not None:  # count only inside the window (the region may be larger)
-            lo = self.window[:2].repeat(2).to(torch.float64)  # [4] (x1, y1, x1, y1)
-            hi = self.window[2:].repeat(2).to(torch.float64)  # [4] (x2, y2, x2, y2)
+            win = self.window.to(torch.float64)  # [4] or per instance [G, 4]
+            reps = (1,) * (win.dim() - 1) + (2,)
+            lo, hi = win[..., :2].repeat(reps), win[..., 2:].repeat(reps)  # (x1, y1, x1, y1), (x2, y2, x2, y2)
+            if win.dim() == 2:
+                lo, hi = lo[:, None, :], hi[:, None, :]  # [G, 1, 4]
             r = torch.maximum(torch.minimum(r, hi), lo)
         return r
 
@@ -252,18 +258,20 @@ class MaskIntegrals:
             return self.total
         # The window is already whole pixels of this frame: no mapping, rounding or clamping to do
         # (and no copy of self, which would drop the cached lookup tables).
-        win = self.window.to(torch.float64).view(1, 1, 4).expand(len(self), 1, 4)  # [G, 1, 4]
+        win = self.window.to(torch.float64).view(-1, 1, 4).expand(len(self), 1, 4)  # [G, 1, 4]
         return self._rect_sum(win, torch.float64)[:, 0].long()
 
     def area_scale(self) -> float | Tensor:
-        """Pixels of this frame per unit area of the query frame (|ax·ay|; 1 without `affine`)."""
+        """Pixels of this frame per unit area of the query frame (|ax·ay|, [] or per instance [G];
+        1 without `affine`)."""
         if self.affine is None:
             return 1.0
-        return (self.affine[0] * self.affine[2]).abs()
+        return (self.affine[..., 0] * self.affine[..., 2]).abs()
 
     # --- internals --------------------------------------------------------------------------
     def _map(self, boxes: Tensor) -> Tensor:
-        ax, bx, ay, by = self.affine.unbind(0)
+        affine = self.affine if self.affine.dim() == 1 else self.affine[:, None, :]  # [4] | [G, 1, 4]
+        ax, bx, ay, by = affine.unbind(-1)
         xa, xb = boxes[..., 0] * ax + bx, boxes[..., 2] * ax + bx
         ya, yb = boxes[..., 1] * ay + by, boxes[..., 3] * ay + by
         return torch.stack([torch.minimum(xa, xb), torch.minimum(ya, yb),
@@ -337,3 +345,4 @@ def as_mask_integrals(integral: "MaskIntegrals | Tensor") -> "MaskIntegrals":
     if isinstance(integral, Tensor):
         return MaskIntegrals.from_full(integral)
     raise ValueError(f"integral must be a MaskIntegrals or an int tensor [G, H+1, W+1], got {type(integral).__name__}")
+

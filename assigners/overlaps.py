@@ -102,7 +102,9 @@ def _mask_terms(gt_boxes: Tensor, anchors: Tensor, integral: MaskIntegrals | Ten
         cnt = mi.count_as(anc, gt_boxes.dtype)  # [G, K]
     mask_area = mi.areas().to(gt_boxes.dtype)[:, None]  # [G, 1]
     if mi.affine is not None:  # counts are pixels of the integrals' frame: make them query areas
-        cnt, mask_area = cnt / mi.area_scale(), mask_area / mi.area_scale()
+        scale = mi.area_scale()  # [] or per instance [G]
+        scale = scale[:, None] if scale.dim() else scale
+        cnt, mask_area = cnt / scale, mask_area / scale
     return area_gt, area_anc, union, overlapping, cnt, mask_area
 
 

@@ -9,6 +9,9 @@ It also times maIoU over all anchors two ways: "dense_maiou" (integral images, a
 function computes it) and "brute_maiou" (every anchor's pixel rectangle cut out of the masks and
 its pixels counted, no integral image), and checks the two agree bit for bit.
 Mask-free assigners (fixed_iou, atss_iou/giou/diou) ignore masks, so both paths are the same.
+--batch B instead times a batch of B images (G instances each): the batch form
+`ASSIGNERS[name].batch` (one call) against the per-image calls in a loop, with precomputed
+integrals, and checks they assign alike.
 Times are medians over --repeats calls after --warmup calls, taken round-robin over the methods
 (one call of each per round, so that a busy machine slows all alike); CUDA calls are synchronised.
 """
@@ -28,7 +31,7 @@ from tqdm import tqdm
 from assigners import ASSIGNERS, MaskIntegrals
 from assigners.brute import brute_mask_aware_iou
 from assigners.overlaps import mask_aware_iou
-from pipeline.config import ASSIGNER_TABLE
+from pipeline.config import ASSIGNER_NAMES, ASSIGNER_TABLE
 from pipeline.report.anchor_grids import input_anchors
 
 MASK_AWARE = tuple(name for name, spec in ASSIGNER_TABLE.items() if spec.needs_masks)
@@ -103,7 +106,8 @@ def run(size: int, gts: list[int], devices: list[str], repeats: int, warmup: int
         anchors, counts = grids[grid]
         anchors = anchors.to(device)
         fns: dict[tuple[str, str], Callable[[], object]] = {}
-        for name, assign in ASSIGNERS.items():
+        for name in ASSIGNER_NAMES:  # the benchmark-only brute force is timed as "brute_maiou"
+            assign = ASSIGNERS[name]
             fns[(name, "masks" if name in MASK_AWARE else "-")] = partial(
                 assign, gt, masks, anchors, counts)
             if name in MASK_AWARE:
@@ -122,9 +126,28 @@ def run(size: int, gts: list[int], devices: list[str], repeats: int, warmup: int
     return rows
 
 
+def run_batch(size: int, batch: int, gts: list[int], repeats: int, warmup: int, seed: int) -> list[str]:
+    """Batch form vs per-image loop, per assigner of the grids and G: lines of text."""
+    lines = ["| G per image | assigner | per-image loop ms | batch form ms | loop / batch | same |", "|---|---|---:|---:|---:|---|"]
+    for g in gts:
+        imgs = [polygon_instances(torch.Generator().manual_seed(seed + 101 * i + g), g, size) for i in range(batch)]
+        boxes, masks = [b for b, _ in imgs], [m for _, m in imgs]
+        integrals = [MaskIntegrals.from_masks(m) for m in masks]
+        for name in ASSIGNER_NAMES:
+            anchors, counts = input_anchors(ASSIGNER_TABLE[name].anchor_grid, size)
+            assign = ASSIGNERS[name]
+            loop = lambda: torch.stack([assign(b, m, anchors, counts, i) for b, m, i in zip(boxes, masks, integrals)])  # noqa: E731
+            once = partial(assign.batch, boxes, masks, anchors, counts, integrals)
+            t = median_times({"loop": loop, "batch": once}, torch.device("cpu"), repeats, warmup)
+            same = torch.equal(loop(), once())
+            lines.append(f"| {g} | {name} | {t['loop'][0] * 1e3:.2f} | {t['batch'][0] * 1e3:.2f} | "
+                         f"{t['loop'][0] / t['batch'][0]:.2f}x | {same} |")
+    return lines
+
+
 def table(rows: list[dict], gts: list[int]) -> str:
     """Markdown: one row per (device, grid, method, path), one column per G: median (min) ms."""
-    order = list(ASSIGNERS) + ["dense_maiou", "brute_maiou"]
+    order = list(ASSIGNER_NAMES) + ["dense_maiou", "brute_maiou"]
     keys = sorted({(r["device"], r["grid"], r["method"], r["path"]) for r in rows},
                   key=lambda k: (k[0], k[1], order.index(k[2]) if k[2] in order else -1, k[3]))
     cell = {(r["device"], r["grid"], r["method"], r["path"], r["G"]): f"{r['ms']:.3f} ({r['ms_min']:.3f})"
@@ -174,9 +197,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch CPU threads; 0 keeps torch's choice (default: 1: the per-image ops are "
                         "too small to gain from intra-op threads, and one thread keeps timings stable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random polygons (default: 0)")
+    p.add_argument("--batch", type=int, default=0, metavar="B",
+                   help="instead: batch form vs per-image loop over B images, CPU (default: off)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.batch:
+        print(f"S={args.size}, batch {args.batch}, CPU, {torch.get_num_threads()} thread(s), median of {args.repeats}")
+        print("\n".join(run_batch(args.size, args.batch, args.gts, args.repeats, args.warmup, args.seed)))
+        return 0
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = run(args.size, args.gts, devices, args.repeats, args.warmup, not args.no_brute, args.seed)
     print(f"S={args.size}, anchors: atss grid {len(input_anchors('atss', args.size)[0])}, fixed grid "

@@ -47,17 +47,22 @@ def _weights(weights: dict | None) -> dict[str, float]:
     return {**DEFAULT_LOSS_WEIGHTS, **(weights or {})}
 
 
-def _validate(out: dict, targets: list[dict], matched: list[torch.Tensor], background: int, ignore: int) -> None:
+def _validate(out: dict, targets: list[dict], matched: torch.Tensor, background: int, ignore: int,
+              check_values: bool) -> None:
+    """Shapes always (no host sync); label and assignment values only with `check_values`
+    (debugging: each reads tensor values back to the host)."""
     B, A, C1 = out["cls"].shape
     if len(targets) != B or len(matched) != B:
         raise ValueError(f"batch of {B} images but {len(targets)} targets and {len(matched)} assignments")
+    if matched.shape != (B, A):
+        raise ValueError(f"matched has shape {tuple(matched.shape)}, expected ({B}, {A})")
     for b, (t, m) in enumerate(zip(targets, matched)):
         G = t["boxes"].shape[0]
-        if m.shape != (A,):
-            raise ValueError(f"matched[{b}] has shape {tuple(m.shape)}, expected ({A},)")
         if t["labels"].shape != (G,) or t["masks"].shape[0] != G:
             raise ValueError(f"targets[{b}]: {G} boxes but labels {tuple(t['labels'].shape)}, "
                              f"masks {tuple(t['masks'].shape)}")
+        if not check_values:
+            continue
         if G and (int(t["labels"].min()) < 0 or int(t["labels"].max()) >= C1 - 1):
             raise ValueError(f"targets[{b}]['labels'] must lie in 0..{C1 - 2}")
         bad = (m >= G) | ((m < 0) & (m != background) & (m != ignore))
@@ -146,29 +151,42 @@ def mask_losses(out: dict, targets: list[dict], matched: torch.Tensor, max_masks
     return per_mask.sum() / count, iou_loss
 
 
-def losses(out: dict, targets: list[dict], matched: list[torch.Tensor], weights: dict | None = None, *,
+def positive_targets(targets: list[dict], m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class targets int64 [B, A] (GT label + 1 at positives, 0 elsewhere) and the positives' GT
+    boxes float [P, 4] in (image, anchor) order, the rows of `out["box"][m >= 0]`: one gather
+    over the batch's concatenated GTs, no loop over images and no host sync."""
+    pos = m >= 0  # [B, A]
+    counts = [t["boxes"].shape[0] for t in targets]  # shapes: no host sync
+    if not sum(counts):
+        return torch.zeros_like(m), m.new_zeros((0, 4), dtype=torch.float32)
+    first = torch.cat([m.new_full((1,), sum(counts[:b])) for b in range(len(counts))])  # [B]
+    row = (first[:, None] + m).clamp(min=0)  # [B, A] row in the concatenated GTs (junk off positives)
+    labels = torch.cat([t["labels"] for t in targets])  # [N]
+    boxes = torch.cat([t["boxes"].float() for t in targets])  # [N, 4]
+    return torch.where(pos, labels[row] + 1, 0), boxes[row[pos]]
+
+
+def losses(out: dict, targets: list[dict], matched: torch.Tensor | list[torch.Tensor], weights: dict | None = None, *,
            neg_pos_ratio: int = 3, max_masks: int = 100, mask_alignment: bool = False,
            background: int = BACKGROUND, ignore: int = IGNORE,
-           generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Weighted losses {loss_cls, loss_box, loss_mask[, loss_sem][, loss_maskiou]}; see the module docstring."""
+           generator: torch.Generator | None = None, check_values: bool = False) -> dict[str, torch.Tensor]:
+    """Weighted losses {loss_cls, loss_box, loss_mask[, loss_sem][, loss_maskiou]}; see the module docstring.
+
+    `matched` int64 [B, A] (or one [A] per image); `check_values` also checks label and
+    assignment values (host syncs: for debugging)."""
     w = _weights(weights)
-    _validate(out, targets, matched, background, ignore)
+    m = matched if isinstance(matched, torch.Tensor) else torch.stack(matched)  # [B, A]
+    _validate(out, targets, m, background, ignore, check_values)
     device = out["cls"].device
     with torch.autocast(device_type=device.type, enabled=False):  # losses in fp32 under bf16 autocast
-        m = torch.stack(matched)  # [B, A]
         pos, neg = m >= 0, m == background  # [B, A]
         norm = pos.sum(1).clamp(min=1).sum().float()  # Σ_img max(#pos, 1)
-        cls_target = torch.zeros_like(m)
+        cls_target, gt_pos = positive_targets(targets, m)  # [B, A], [P, 4]
         anchors = out["anchors"].float()  # [A, 4]
-        gt_pos, anchors_pos = [], []  # per image, in anchor order: the rows of out["box"][pos]
-        for b, t in enumerate(targets):
-            p = pos[b]
-            cls_target[b, p] = t["labels"][m[b, p]] + 1
-            gt_pos.append(t["boxes"][m[b, p]].float())  # [P_b, 4]
-            anchors_pos.append(anchors[p])  # [P_b, 4]
+        anchors_pos = anchors.expand(m.shape[0], -1, -1)[pos]  # [P, 4]
         cls = out["cls"].float()
         result = {"loss_cls": w["loss_cls"] * classification_loss(cls, cls_target, pos, neg, neg_pos_ratio) / norm}
-        goal = encode(torch.cat(gt_pos), torch.cat(anchors_pos))  # [P, 4]
+        goal = encode(gt_pos, anchors_pos)  # [P, 4]
         box = F.smooth_l1_loss(out["box"].float()[pos], goal, beta=1.0, reduction="sum")
         result["loss_box"] = w["loss_box"] * box / norm
         mask, maskiou = mask_losses(out, targets, m, max_masks, mask_alignment, generator)

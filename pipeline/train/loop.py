@@ -48,7 +48,7 @@ from pipeline.eval.runtime import all_gather
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from pipeline.train.parts import WorkerParts, build_parts
 from pipeline.train.progress import TrainProgress
-from pipeline.train.step import total_iterations, train_step
+from pipeline.train.step import stats_to_floats, total_iterations, train_step
 
 CRASH_MARKER = "crash_injected_at_{}"
 # The controller collects reports by polling (2 s by default): wait a little longer before the
@@ -152,7 +152,7 @@ def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_di
     """`train_step` from `progress["iteration"]` to the last iteration, logging and checkpointing."""
     cfg, ipe = parts.cfg, parts.iters_per_epoch
     total = total_iterations(cfg.train, ipe)
-    window: list[dict[str, float]] = []
+    window: list[dict[str, Any]] = []  # the steps' stats, 0-d tensors until logged
     it = progress["iteration"]
     while it < total:
         epoch, start = divmod(it, ipe)
@@ -220,9 +220,10 @@ def _final_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: P
                 with_checkpoint=True)
 
 
-def _window_metrics(window: list[dict[str, float]], progress: dict[str, Any], world: int,
+def _window_metrics(window: list[dict[str, Any]], progress: dict[str, Any], world: int,
                     device: torch.device) -> dict[str, Any]:
     """Means over the logging window (finite steps only), averaged over ranks, as `train/…`."""
+    window = stats_to_floats(window)  # the window's one device-to-host transfer
     done = [s for s in window if not s["skipped"]]
     keys = sorted({k for s in window for k in s} - {"skipped"})
     local = {k: sum(s[k] for s in done) / len(done) if done else float("nan") for k in keys}

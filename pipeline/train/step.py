@@ -1,13 +1,15 @@
 """One training step and the schedule around it (docs/design.md §9). Pure torch: Ray lives in loop.py and run.py.
 
 `train_step(model, batch, assign_fn, optimizer, ...)`:
-  batch → model (bf16 autocast on CUDA only) → `assign_fn` per image (the assigners' contract,
-  with the targets' `integrals`) → `losses_fn` (model.losses) → one all-ranks finiteness vote →
-  backward → clip the gradient norm at 35 → SGD step → floats for logging.
+  batch → model (bf16 autocast on CUDA only) → `assign_fn.batch`: the whole batch in one call
+  (the assigners' batch contract, with the targets' `integrals`) → `losses_fn` (model.losses) →
+  backward → clip the gradient norm at 35 → one all-ranks finiteness vote → SGD step → the
+  logged scalars as 0-d tensors, turned into floats once per logging window (`stats_to_floats`).
 
-A non-finite loss (or gradient norm) skips the whole step on every rank: no update, BatchNorm
-running statistics put back, `skipped = 1` in the returned dict for the caller to count and log. The vote is one all-reduce so
-that DDP ranks never disagree about calling backward (they would deadlock).
+A non-finite loss or gradient norm skips the whole step on every rank: no update, gradients
+dropped, BatchNorm running statistics put back, `skipped = 1` in the returned dict for the
+caller to count and log. Every rank runs backward (so DDP ranks never disagree about it), then
+the vote is one all-reduce; its answer is the step's only read of a tensor value on the host.
 
 Learning rate (`lr_factor`): the SGD learning rate is `scaled_lr` (lr × global batch /
 lr_reference_batch, the linear scaling rule) times
@@ -98,20 +100,36 @@ def loss_weights(cfg: TrainConfig) -> dict[str, float]:
 
 
 @torch.no_grad()
-def assign_batch(assign_fn: Callable, out: dict[str, Any], targets: list[dict]) -> list[Tensor]:
-    """`assign_fn` once per image over the shared anchors -> list of LongTensor[A]."""
+def assign_batch(assign_fn: Callable, out: dict[str, Any], targets: list[dict]) -> Tensor:
+    """The batch's assignment int64 [B, A] over the shared anchors: one `assign_fn.batch` call
+    (a registered assigner), or `assign_fn` image by image for a plain function."""
     anchors = out["anchors"].detach().float()  # [A, 4]
     per_level = list(out["num_anchors_per_level"])
-    return [assign_fn(t["boxes"], t["masks"], anchors, per_level, t.get("integrals"))
-            for t in targets]
+    boxes, masks = [t["boxes"] for t in targets], [t["masks"] for t in targets]
+    integrals = [t.get("integrals") for t in targets]
+    if hasattr(assign_fn, "batch"):
+        return assign_fn.batch(boxes, masks, anchors, per_level, integrals)
+    return torch.stack([assign_fn(b, m, anchors, per_level, i) for b, m, i in zip(boxes, masks, integrals)])
 
 
-def _all_ranks_finite(value: Tensor) -> bool:
-    """True when `value` is finite on every DDP rank (one MIN all-reduce; local otherwise)."""
-    flag = torch.isfinite(value.detach()).all().to(torch.int32).reshape(1)  # [1]
+def _all_ranks_finite(*values: Tensor) -> bool:
+    """True when every `value` is finite on every DDP rank (one MIN all-reduce; local otherwise)."""
+    flag = torch.stack([torch.isfinite(v.detach()).all() for v in values]).all().to(torch.int32).reshape(1)  # [1]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def stats_to_floats(window: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The steps' logged scalars (0-d tensors) as floats, in one device-to-host transfer."""
+    keys = [(i, k) for i, s in enumerate(window) for k, v in s.items() if isinstance(v, Tensor)]
+    if not keys:
+        return window
+    values = torch.stack([window[i][k].detach().double() for i, k in keys]).tolist()  # [K]
+    out = [dict(s) for s in window]
+    for (i, k), v in zip(keys, values):
+        out[i][k] = v
+    return out
 
 
 @torch.no_grad()
@@ -127,8 +145,9 @@ def _float32(out: dict[str, Any]) -> dict[str, Any]:
 
 def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn: Callable,
                optimizer: torch.optim.Optimizer, *, losses_fn: Callable, weights: dict[str, Any],
-               grad_clip: float | None = 35.0, amp: bool = False) -> dict[str, float]:
-    """One SGD step; returns floats: `loss`, each `loss_*`, `num_pos`, `grad_norm`, `skipped`.
+               grad_clip: float | None = 35.0, amp: bool = False) -> dict[str, Any]:
+    """One SGD step; returns `loss`, each `loss_*`, `num_pos`, `grad_norm` as 0-d tensors (for
+    `stats_to_floats`) and `skipped` (0.0 or 1.0).
 
     `images` [B,3,S,S] and `targets` are already on the model's device. Positives are the
     anchors assigned a GT index (>= 0; the assigners' sentinels are negative).
@@ -143,26 +162,24 @@ def train_step(model: nn.Module, images: Tensor, targets: list[dict], assign_fn:
         out = model(images)
     if amp_active(device, amp):
         out = _float32(out)
-    matched = assign_batch(assign_fn, out, targets)
+    matched = assign_batch(assign_fn, out, targets)  # [B, A]
     losses = losses_fn(out, targets, matched, weights)
     total = sum(v for k, v in losses.items() if k.startswith(LOSS_PREFIX))
-    stats = {k: float(v.detach()) for k, v in losses.items() if k.startswith(LOSS_PREFIX)}
-    stats["loss"] = float(total.detach())
-    stats["num_pos"] = float(sum(int((m >= 0).sum()) for m in matched))
+    stats = {k: v.detach() for k, v in losses.items() if k.startswith(LOSS_PREFIX)}
+    stats["loss"] = total.detach()
+    stats["num_pos"] = (matched >= 0).sum()
     optimizer.zero_grad(set_to_none=True)
-    if not _all_ranks_finite(total):
-        _restore(buffers, saved)
-        return {**stats, "grad_norm": float("nan"), "skipped": 1.0}
     total.backward()
     params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if grad_clip:
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     else:
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-    # Gradients are identical on every rank after DDP's all-reduce, so this vote is unanimous.
-    if not torch.isfinite(norm):
+    stats["grad_norm"] = norm.detach()
+    # Gradients are identical on every rank after DDP's all-reduce; the loss is voted on too.
+    if not _all_ranks_finite(total, norm):
         optimizer.zero_grad(set_to_none=True)
         _restore(buffers, saved)
-        return {**stats, "grad_norm": float(norm), "skipped": 1.0}
+        return {**stats, "skipped": 1.0}
     optimizer.step()
-    return {**stats, "grad_norm": float(norm), "skipped": 0.0}
+    return {**stats, "skipped": 0.0}

@@ -6,7 +6,7 @@ from assigners import ASSIGNERS, BACKGROUND, IGNORE, MaskIntegrals, UnknownAssig
 from assigners.atss import atss_candidates
 
 BG, IG = BACKGROUND, IGNORE
-NAMES = ["fixed_iou", "atss_iou", "atss_giou", "atss_diou", "atss_maiou", "atss_gmaiou"]
+NAMES = ["fixed_iou", "atss_iou", "atss_giou", "atss_diou", "atss_maiou", "atss_gmaiou", "atss_maiou_brute"]
 
 
 def _t(x, device, dtype=torch.float32):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from model import BACKGROUND, IGNORE, Yolact, losses
 from model.box_coding import box_iou, decode, encode
-from model.losses import classification_loss
+from model.losses import classification_loss, positive_targets
 from model.masks import crop_region, mask_logits, resize_masks
 from model.rescoring import MaskIoUNet
 
@@ -193,10 +193,13 @@ def test_maskiou_loss_trains_the_rescoring_net():
 
 def test_bad_assignments_are_rejected():
     out, t = _toy_out(), _toy_target()
+    # values are checked in debug mode (host syncs), shapes always
     with pytest.raises(ValueError, match="matched\\[0\\] holds 2"):
-        losses(out, [t], [torch.tensor([0, 2, 1, 0, 0, 0])])
+        losses(out, [t], [torch.tensor([0, 2, 1, 0, 0, 0])], check_values=True)
     with pytest.raises(ValueError, match="holds -3"):
-        losses(out, [t], [torch.tensor([0, -3, 1, 0, 0, 0])])
+        losses(out, [t], [torch.tensor([0, -3, 1, 0, 0, 0])], check_values=True)
+    with pytest.raises(ValueError, match=r"expected \(1, 6\)"):
+        losses(out, [t], torch.zeros((1, 5), dtype=torch.long))
     with pytest.raises(ValueError, match="unknown loss weights"):
         losses(out, [t], [torch.zeros(6, dtype=torch.long)], {"loss_bbox": 1.0})
     assert (BACKGROUND, IGNORE) == (-1, -2)
@@ -226,3 +229,27 @@ def test_losses_on_real_model_output(options):
     assert all(torch.isfinite(v) for v in got.values())
     sum(got.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def _positive_targets_per_image(targets, m):
+    """The per-image loop `losses` ran before the batch gather (the slow reference)."""
+    cls_target, gt_pos = torch.zeros_like(m), []
+    for b, t in enumerate(targets):
+        p = m[b] >= 0
+        cls_target[b, p] = t["labels"][m[b, p]] + 1
+        gt_pos.append(t["boxes"][m[b, p]].float())
+    return cls_target, torch.cat(gt_pos)
+
+
+@pytest.mark.parametrize("gts", [[0, 0], [3, 0, 5], [1, 4, 2, 0]])
+def test_positive_targets_equal_the_per_image_loop(gts):
+    gen = torch.Generator().manual_seed(sum(gts))
+    a = 50
+    targets = [{"boxes": torch.rand(g, 4, generator=gen) * 100, "labels": torch.randint(0, 5, (g,), generator=gen)}
+               for g in gts]
+    m = torch.stack([torch.randint(-2, max(g, 1), (a,), generator=gen) if g else torch.full((a,), BACKGROUND)
+                     for g in gts])  # [B, A]: GT indices, BACKGROUND and IGNORE
+    cls_target, gt_pos = positive_targets(targets, m)
+    expect_cls, expect_pos = _positive_targets_per_image(targets, m)
+    assert torch.equal(cls_target, expect_cls) and torch.equal(gt_pos, expect_pos)
+    assert gt_pos.shape == (int((m >= 0).sum()), 4)
