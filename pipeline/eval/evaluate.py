@@ -12,11 +12,12 @@
    (`model.postprocess`) and turns them into COCO results (RLE masks, original category ids)
    right away, so only compact results cross processes;
 3. the results are gathered on rank 0 (`all_gather_object` when a process group is up) in the
-   dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP
-   (`pipeline.eval.coco_eval`), the fps of model + post-processing at batch 1
-   (`pipeline.eval.speed`), and writes `coco_results.json` and `overlays/<image_id>.png` for the
-   first `eval_cfg.overlays` images into `out_dir`, with `per_image.npz`, the per-image outcome
-   of COCO's matching that the report's bootstrap resamples (`pipeline.eval.image_eval`).
+   dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP, and per-class AP
+   `segm_AP/<class>`, `bbox_AP/<class>` (`pipeline.eval.coco_eval`), the fps of model +
+   post-processing at batch 1 (`pipeline.eval.speed`), and writes `coco_results.json`,
+   `per_class_ap.csv` and `overlays/<image_id>.png` for the first `eval_cfg.overlays` images into
+   `out_dir`, with `per_image.npz`, the per-image outcome of COCO's matching that the report's
+   bootstrap resamples (`pipeline.eval.image_eval`).
 Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}.
 
 `evaluate_checkpoint(path, ...)` rebuilds the model from a checkpoint's `config.json` and runs
@@ -37,13 +38,15 @@ from pipeline.config import Config, EvalConfig, apply_overrides
 from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, check_paths, collate
 from pipeline.eval import image_eval
-from pipeline.eval.coco_eval import evaluate_per_image, predictions_to_coco_results, write_results_json
+from pipeline.eval.coco_eval import (evaluate_per_image, predictions_to_coco_results, write_per_class_csv,
+                                     write_results_json)
 from pipeline.eval.model_files import build_model, read_config, read_state_dict, unwrap
 from pipeline.eval.overlays import save_overlay
 from pipeline.eval.runtime import all_gather, amp_active, autocast, broadcast_state, cpu_threads
 from pipeline.eval.speed import measure_fps
 
 RESULTS_FILE = "coco_results.json"
+PER_CLASS_FILE = "per_class_ap.csv"  # class, segm_AP, bbox_AP
 PER_IMAGE_FILE = "per_image.npz"  # `pipeline.eval.image_eval`: what the report resamples
 OVERLAY_DIR = "overlays"
 OVERLAY_SCORE_THR = 0.3  # draw only confident detections; evaluation uses all of them
@@ -157,6 +160,7 @@ def _evaluate(core: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig, d
         out_dir = Path(out_dir)
         write_results_json(results, out_dir / RESULTS_FILE)
         image_eval.save(per_image, out_dir / PER_IMAGE_FILE)
+        write_per_class_csv(metrics, out_dir / PER_CLASS_FILE)
         write_overlays(core, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, amp)
     return metrics
 
