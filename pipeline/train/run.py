@@ -3,12 +3,16 @@
 Callable from a CLI or from inside a Ray Tune trial:
   1. idempotency: a FINISHED MLflow run tagged with this Ray run name is returned as is; an
      unfinished one (driver restarted) is reopened instead of duplicated;
-  2. MLflow run (child of `parent_run_id`), params = `Config.flat()`, tags, resolved config;
+  2. MLflow run (child of `parent_run_id`) named for people (`s128 · maIoU · seed 0`), with a
+     description, params = `Config.flat()`, tags, resolved config, and the train and val
+     annotation files as its data inputs (`pipeline.tracking_view`);
   3. `TorchTrainer(train_loop_per_worker).fit()` (`pipeline.train.loop`): gloo on CPU, NCCL on
      GPU; `FailureConfig(max_failures)` restarts a dead worker group from the last registered
      checkpoint; `ReportToMlflow` (controller side) logs rank 0's losses and LR per logging step;
-  4. final metrics (`segm/…`, `bbox/…`, `fps`, `num_anchors`, `train_time`) and artifacts (config,
-     COCO results, overlays, final `model.pt`) logged from the final checkpoint; run FINISHED.
+     MLflow's system-metrics monitor samples CPU / memory (GPU) meanwhile (`tracking.system_metrics`);
+  4. final metrics (`segm/…`, `bbox/…`, per-class AP, `fps`, `num_anchors`, `train_time`) and
+     artifacts (config, COCO results, overlays, final `model.pt`) logged from the final checkpoint,
+     which also becomes the run's MLflow model (`pipeline.eval.mlflow_model`); run FINISHED.
   Ray runs are keyed by `(storage_path, name)`: the same name resumes (or returns) that run.
 """
 from __future__ import annotations
@@ -24,9 +28,11 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
+from pipeline import tracking_view as view
 from pipeline.config import Config
-from pipeline.data.datasets import dataset_dir
+from pipeline.data.datasets import dataset_dir, split_paths
 from pipeline.data.precompute import ensure_precomputed
+from pipeline.eval.mlflow_model import log_pyfunc_model
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
 from pipeline.ray_utils import init_ray, worker_runtime_env
 from pipeline.train.checkpoint import STATE_FILE
@@ -75,21 +81,29 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     done, unfinished = _earlier_runs(cfg, key, name, config_hash)
     if done is not None:
         return _summary(done, name)
+    variant = str((tags or {}).get("variant", ""))
     run_tags = {**tracking.run_tags(cfg), **key, "maskaware.storage": storage,
-                CONFIG_HASH_TAG: config_hash, tracking.CELL_KEY_TAG: config_hash, **(tags or {})}
-    logger = tracking.open_run(cfg.tracking, run_name=name, tags=run_tags,
-                               parent_run_id=parent_run_id,
+                CONFIG_HASH_TAG: config_hash, tracking.CELL_KEY_TAG: config_hash,
+                view.NOTE_TAG: view.run_note(cfg, variant), **(tags or {})}
+    # The MLflow name is for people (`s128 · maIoU · seed 0`); the Ray run name stays a tag.
+    logger = tracking.open_run(cfg.tracking, tags=run_tags, parent_run_id=parent_run_id,
+                               run_name=view.run_display_name(cfg.data.scale, cfg.train.assigner,
+                                                              cfg.train.seed, variant),
                                resume_run_id=unfinished.info.run_id if unfinished else None)
     logger.log_params(cfg.flat())
     logger.log_dict(cfg.to_dict(), "config/config.json")
-    dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
+    root = dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
+    view.log_data_inputs(logger.client, logger.run_id, {
+        context: (f"{Path(root).name}/{split}", split_paths(cfg.data, split)[0])
+        for context, split in (("training", "train"), ("validation", "val"))})
     local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
     started = False if local else init_ray()
     if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
         ensure_precomputed(cfg.data)
     t0 = time.time()
     try:
-        result = _trainer(cfg, name, storage, logger, local, callbacks).fit()
+        with view.system_metrics(logger.uri, logger.run_id, cfg.tracking.system_metrics):
+            result = _trainer(cfg, name, storage, logger, local, callbacks).fit()
         if result.checkpoint is None:
             raise RuntimeError(f"Ray Train run {name} finished without a final checkpoint")
         metrics = dict(result.metrics or {})
@@ -98,7 +112,9 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
         logger.set_tags({k: v for k, v in metrics.items() if isinstance(v, str)})
         with result.checkpoint.as_directory() as d:
             _log_final_artifacts(logger, Path(d))
-        logger.set_tags({"maskaware.checkpoint": result.checkpoint.path})
+            log_pyfunc_model(logger.uri, logger.run_id, Path(d), cfg, step=int(metrics.get("iteration", 0)))
+        logger.set_tags({"maskaware.checkpoint": result.checkpoint.path,
+                         view.NOTE_TAG: f"{run_tags[view.NOTE_TAG]}\n\n{view.result_note(metrics)}"})
         logger.finish("FINISHED")
     except BaseException:
         logger.finish("FAILED")

@@ -1,0 +1,128 @@
+"""What a person sees of our runs in the MLflow 3 UI: the experiment's kind and description, short
+run names and descriptions, the data a run read, and the machine's load while it trained.
+
+The second module allowed to import mlflow (`pipeline.tracking` writes; this one labels), kept apart
+so that the writer stays small. Every call takes an explicit client or tracking URI, as there.
+
+- Experiment kind: MLflow 3 opens an experiment on the GenAI "Overview" page unless it knows the
+  experiment trains models; the `mlflow.experimentKind` tag (`custom_model_development`, the value
+  MLflow's own UI writes when one picks "Model training") says so.
+- Descriptions are the `mlflow.note.content` tag (markdown) of a run or an experiment: what the UI
+  shows under "Description".
+- Data: each split's annotation file as a run input (`mlflow.data`, context `training` /
+  `validation`), named `<dataset folder>/<split>`, its digest the file's SHA-256, so two runs on
+  other data (or edited labels) differ in the runs table's "Dataset" column. The images themselves
+  are not hashed: the annotation file lists them by name and size.
+- System metrics: `system/cpu_utilization_percentage`, `system/system_memory_usage_megabytes`, … (and
+  `system/gpu_*` where `pynvml` finds a GPU) sampled every `SAMPLING_S` seconds by MLflow's own
+  monitor, in the process that drives the run (on one machine that is the machine's load; on a
+  cluster, the driver node's).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+from pipeline.config import ASSIGNER_TABLE, Config
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"  # the UI's "Model training": opens on the runs
+NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description (markdown)
+DATA_CONTEXT_TAG = "mlflow.data.context"
+SAMPLING_S = 10.0  # MLflow's default; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+_HASH_CHUNK = 1 << 20
+EXPERIMENT_NOTE = (
+    "Training runs of the maskaware ablation (YOLACT with pluggable anchor assigners). Each run is "
+    "one (scale, assigner, seed); a sweep is a parent run with one child per cell. Compare: tick "
+    "the runs, then **Compare**; or the **Chart** view, which plots `segm/AP` per run.")
+
+
+def label_experiment(client: MlflowClient, experiment) -> None:
+    """Give an experiment the training kind and a description, unless it has its own already."""
+    tags = experiment.tags or {}
+    if tags.get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    if not tags.get(NOTE_TAG):
+        client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, EXPERIMENT_NOTE)
+
+
+def assigner_short(assigner: str) -> str:
+    """`maIoU` for atss_maiou, `fixed IoU` for fixed_iou: the table's label without the family."""
+    spec = ASSIGNER_TABLE.get(assigner)
+    return spec.label.removeprefix("ATSS w. ").removesuffix(" threshold") if spec else assigner
+
+
+def run_display_name(scale: int, assigner: str, seed: int, variant: str = "") -> str:
+    """`s128 · maIoU · seed 0` (`s550 · maIoU · carafe · seed 0` for a model-option row): short
+    enough for the runs table's name column, and what tells runs of one sweep apart."""
+    parts = [f"s{scale}", assigner_short(assigner)] + ([variant] if variant else [])
+    return " · ".join(parts + [f"seed {seed}"])
+
+
+def run_note(cfg: Config, variant: str = "") -> str:
+    """A training run's description: what it trains, on what, and where its config is."""
+    t, spec = cfg.train, ASSIGNER_TABLE.get(cfg.train.assigner)
+    length = f"{t.max_iters} iterations" if t.max_iters else f"{t.epochs} epochs"
+    where = f"{max(t.num_workers, 1)} {'GPU' if t.use_gpu else 'CPU'} worker(s)"
+    data = f"`{cfg.data.data_dir}`" if cfg.data.data_dir else "the built-in synthetic dataset"
+    return (f"**{spec.label if spec else t.assigner}**{f' + {variant}' if variant else ''} at "
+            f"{cfg.data.scale} px, seed {t.seed}: YOLACT {cfg.model.backbone}, {length}, batch "
+            f"{t.batch_size} per worker on {where}, data {data}. The resolved config is the "
+            "artifact `config/config.json`; the model, loadable with `mlflow.pyfunc.load_model`, "
+            "is under **Logged models**.")
+
+
+def result_note(metrics: dict) -> str:
+    """One line of final numbers, appended to the description of a finished run."""
+    names = (("segm/AP", "mask AP"), ("bbox/AP", "box AP"), ("segm/oLRP", "mask oLRP"), ("fps", "fps"))
+    parts = [f"{label} {metrics[key]:.1f}" for key, label in names
+             if isinstance(metrics.get(key), (int, float))]
+    return "Result: " + " · ".join(parts) + "." if parts else ""
+
+
+def dataset_digest(path: str | Path) -> str | None:
+    """SHA-256 (first 16 hex digits) of a file, or None when this process cannot read it."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+                h.update(chunk)
+    except OSError:
+        return None  # e.g. data only the cluster's workers see: MLflow digests the name and path
+    return h.hexdigest()[:16]
+
+
+def log_data_inputs(client: MlflowClient, run_id: str, files: dict[str, tuple[str, str]]) -> None:
+    """`files`: context (`training`, `validation`) -> (dataset name, annotation file path)."""
+    inputs = []
+    for context, (name, path) in files.items():
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": two local kinds, same class
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(Path(path).expanduser().resolve()))
+        dataset = MetaDataset(source, name=name, digest=dataset_digest(path))
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(DATA_CONTEXT_TAG, context)]))
+    client.log_inputs(run_id, datasets=inputs)
+
+
+@contextlib.contextmanager
+def system_metrics(uri: str, run_id: str, enabled: bool = True) -> Iterator[None]:
+    """MLflow's system-metrics monitor on `run_id` for the duration of the block (a thread)."""
+    if not enabled:
+        yield
+        return
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=SAMPLING_S, resume_logging=True,
+                                   tracking_uri=uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()

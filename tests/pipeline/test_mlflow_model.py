@@ -1,0 +1,127 @@
+"""What a trained run leaves in MLflow for its users: the model as a pyfunc that predicts on an image
+array, the data as run inputs, system metrics, per-class AP, a readable name and a description.
+
+One in-process training run (4 iterations, `train.num_workers=0`) on a real sqlite store.
+"""
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from pycocotools import mask as mask_utils
+
+from pipeline.data.coco import load_image
+from pipeline.data.datasets import dataset_dir, load_split, split_paths
+from pipeline.eval.evaluate import PER_CLASS_FILE, RESULTS_FILE
+from pipeline.eval.mlflow_model import MODEL_NAME, OUTPUT_COLUMNS
+from pipeline.tracking import open_run, resolve_tracking_uri
+from pipeline.tracking_view import (EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, log_data_inputs,
+                                    run_display_name, system_metrics)
+from pipeline.train.run import run_training
+from tests.pipeline.train_support import tiny_config
+
+SAMPLING_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = Path("/tmp/h-mlflow-dev") if os.environ.get("HDEV") else tmp_path_factory.mktemp("mlflow_model")
+    cfg = tiny_config(root, "train.max_iters=4", "train.checkpoint_every=4", "eval.fps_runs=1")
+    old = os.environ.get(SAMPLING_ENV)
+    os.environ[SAMPLING_ENV] = "1"  # a sample per second: the 4 iterations take several
+    try:
+        result = run_training(cfg, run_name="pyfunc")
+    finally:
+        os.environ.pop(SAMPLING_ENV) if old is None else os.environ.__setitem__(SAMPLING_ENV, old)
+    client = MlflowClient(resolve_tracking_uri(cfg.tracking))
+    return cfg, result, client, client.get_run(result["run_id"])
+
+
+def test_the_logged_model_loads_back_and_predicts_like_the_evaluation(trained, tmp_path, monkeypatch):
+    cfg, result, client, run = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", resolve_tracking_uri(cfg.tracking))  # for models:/ URIs
+    [output] = run.outputs.model_outputs
+    model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, -1, -1, 3)
+    assert mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/{MODEL_NAME}").metadata.model_id == output.model_id
+    val = load_split(cfg.data, "val")
+    first = val.records[0]
+    image = load_image(first.path, first.image_id)  # [H, W, 3] uint8
+    got = model.predict(image[None])
+    assert list(got.columns) == [c for c, _ in OUTPUT_COLUMNS] and len(got) > 0
+    # The same detections as the run's own evaluation wrote for this image (another batch, so
+    # scores agree to float rounding, not bit for bit).
+    results = client.download_artifacts(run.info.run_id, f"evaluation/{RESULTS_FILE}", str(tmp_path))
+    want = sorted((r for r in json.loads(Path(results).read_text()) if r["image_id"] == first.image_id),
+                  key=lambda r: -r["score"])
+    top = got.sort_values("score", ascending=False).head(5)
+    assert list(top.category_id) == [r["category_id"] for r in want[:5]]
+    assert list(top.score) == pytest.approx([r["score"] for r in want[:5]], abs=1e-4)
+    assert np.allclose(top[["x", "y", "w", "h"]].to_numpy(), [r["bbox"] for r in want[:5]], atol=0.05)
+    assert set(top.category) <= set(val.category_names) and set(got.image) == {0}
+    mask = mask_utils.decode({"size": list(image.shape[:2]), "counts": got["mask"].iloc[0]})
+    assert mask.shape == image.shape[:2]
+    two = model.predict(np.stack([image, image[::-1].copy()]))  # a batch: rows say which image
+    assert set(two.image) == {0, 1} and two[two.image == 0].score.tolist() == pytest.approx(got.score.tolist(), abs=1e-4)
+
+
+def test_run_is_named_and_described_for_people(trained):
+    cfg, _, client, run = trained
+    assert run.info.run_name == "s128 · maIoU · seed 0" == run_display_name(128, "atss_maiou", 0)
+    assert run_display_name(550, "fixed_iou", 2, "carafe") == "s550 · fixed IoU · carafe · seed 2"
+    note = run.data.tags[NOTE_TAG]
+    assert note.startswith("**ATSS w. maIoU** at 128 px, seed 0") and "4 iterations" in note
+    assert f"mask AP {run.data.metrics['segm/AP']:.1f}" in note
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND and exp.tags[NOTE_TAG]
+
+
+def test_train_and_val_annotations_are_the_run_inputs(trained):
+    cfg, _, _, run = trained
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation"}
+    for context, split in (("training", "train"), ("validation", "val")):
+        path = split_paths(cfg.data, split)[0]
+        assert inputs[context].name == f"{Path(dataset_dir(cfg.data)).name}/{split}"
+        assert inputs[context].digest == hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        assert json.loads(inputs[context].source)["uri"].endswith(path)
+
+
+def test_other_data_gets_another_digest(trained, tmp_path):
+    cfg, _, client, _ = trained
+    ann = json.loads(Path(split_paths(cfg.data, "val")[0]).read_text())
+    ann["annotations"] = ann["annotations"][:-1]  # one label less
+    (tmp_path / "val.json").write_text(json.dumps(ann))
+    run = open_run(cfg.tracking, run_name="other data")
+    log_data_inputs(run.client, run.run_id, {"validation": ("synth/val", str(tmp_path / "val.json"))})
+    trained_digest = {i.dataset.digest for i in trained[3].inputs.dataset_inputs}
+    [other] = client.get_run(run.run_id).inputs.dataset_inputs
+    assert other.dataset.digest not in trained_digest
+
+
+def test_system_metrics_are_recorded_during_training_and_can_be_switched_off(trained, monkeypatch):
+    cfg, _, _, run = trained
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    monkeypatch.setenv(SAMPLING_ENV, "0.2")
+    off = open_run(cfg.tracking, run_name="off")
+    with system_metrics(off.uri, off.run_id, enabled=False):
+        time.sleep(0.6)
+    off.finish()
+    assert not [k for k in off.metrics() if k.startswith("system/")]
+
+
+def test_per_class_ap_is_logged_and_in_the_evaluation_artifacts(trained, tmp_path):
+    cfg, _, client, run = trained
+    names = load_split(cfg.data, "val").category_names
+    for t in ("segm", "bbox"):
+        assert {f"{t}_AP/{n}" for n in names} <= set(run.data.metrics)
+    table = client.download_artifacts(run.info.run_id, f"evaluation/{PER_CLASS_FILE}", str(tmp_path))
+    lines = Path(table).read_text().splitlines()
+    assert lines[0] == "class,segm_AP,bbox_AP" and [ln.split(",")[0] for ln in lines[1:]] == names
+    first = lines[1].split(",")
+    assert float(first[1]) == pytest.approx(run.data.metrics[f"segm_AP/{names[0]}"], abs=0.005)
