@@ -6,7 +6,12 @@ One in-process training run (4 iterations, `train.num_workers=0`) on a real sqli
 import hashlib
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -15,6 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from pycocotools import mask as mask_utils
 
+from pipeline.config import apply_overrides
 from pipeline.data.coco import load_image
 from pipeline.data.datasets import dataset_dir, load_split, split_paths
 from pipeline.eval.evaluate import PER_CLASS_FILE, RESULTS_FILE
@@ -26,6 +32,7 @@ from pipeline.train.run import run_training
 from tests.pipeline.train_support import tiny_config
 
 SAMPLING_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
+SERVER_START_S = 120  # a loaded 2-core machine: `mlflow server` imports a lot before it listens
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +132,85 @@ def test_per_class_ap_is_logged_and_in_the_evaluation_artifacts(trained, tmp_pat
     assert lines[0] == "class,segm_AP,bbox_AP" and [ln.split(",")[0] for ln in lines[1:]] == names
     first = lines[1].split(",")
     assert float(first[1]) == pytest.approx(run.data.metrics[f"segm_AP/{names[0]}"], abs=0.005)
+
+
+def test_sweep_parent_carries_the_grid_and_config_not_one_cells_values(trained, tmp_path):
+    from pipeline.sweep.driver import _parent_run, open_record
+
+    cfg, _, client, _ = trained
+    sweep_cfg = apply_overrides(cfg, [f"sweep.root={tmp_path}", "sweep.scales=96,128",
+                                      "sweep.assigners=atss_iou,atss_maiou", "sweep.seeds=0,1"])
+    parent = _parent_run(open_record(sweep_cfg, "tiny", name="ui-sweep"))
+    run = client.get_run(parent.run_id)
+    params = run.data.params
+    assert run.info.run_name == "ui-sweep"
+    assert (params["sweep.preset"], params["sweep.cells"]) == ("tiny", "8")
+    assert (params["sweep.scales"], params["sweep.assigners"]) == ("(96, 128)", "('atss_iou', 'atss_maiou')")
+    assert not {"data.scale", "train.assigner", "train.seed", "train.storage_path"} & set(params)
+    assert params["train.max_iters"] == "4"  # what every cell shares stays
+    assert "8 training runs" in run.data.tags[NOTE_TAG] and "**tiny**" in run.data.tags[NOTE_TAG]
+    saved = client.download_artifacts(parent.run_id, "config/config.json", str(tmp_path / "dl"))
+    assert json.loads(Path(saved).read_text())["sweep"]["scales"] == [96, 128]
+    parent.finish()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(trained):
+    """`mlflow server` on 127.0.0.1 over the trained run's store: what the UI reads."""
+    cfg = trained[0]
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", resolve_tracking_uri(cfg.tracking)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + SERVER_START_S
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"mlflow server did not come up on {url}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _api(url: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", method="POST" if body is not None else "GET",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_what_the_ui_shows_through_the_rest_api(trained, mlflow_server):
+    cfg, _, _, trained_run = trained
+    exp = _api(mlflow_server, f"experiments/get-by-name?experiment_name={cfg.tracking.experiment}")["experiment"]
+    tags = {t["key"]: t["value"] for t in exp["tags"]}
+    assert tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND and "Compare" in tags[NOTE_TAG]
+    runs = _api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
+    [run] = [r for r in runs if r["info"]["run_id"] == trained_run.info.run_id]
+    assert run["info"]["run_name"] == "s128 · maIoU · seed 0"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert (params["data.scale"], params["train.assigner"], params["train.seed"]) == ("128", "atss_maiou", "0")
+    metrics = {m["key"] for m in run["data"]["metrics"]}
+    assert {"segm/AP", "bbox/AP", "segm_AP/ring", "system/cpu_utilization_percentage"} <= metrics
+    inputs = run["inputs"]["dataset_inputs"]
+    assert sorted(i["tags"][0]["value"] for i in inputs) == ["training", "validation"]
+    assert all(len(i["dataset"]["digest"]) == 16 for i in inputs)
+    models = _api(mlflow_server, "logged-models/search", {"experiment_ids": [exp["experiment_id"]]})["models"]
+    assert [m["info"]["source_run_id"] for m in models] == [trained_run.info.run_id]
+    assert [m["info"]["status"] for m in models] == ["LOGGED_MODEL_READY"]
+    with urllib.request.urlopen(mlflow_server, timeout=30) as r:  # the UI itself is served
+        assert b"<html" in r.read().lower()
