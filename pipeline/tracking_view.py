@@ -4,9 +4,14 @@ run names and descriptions, the data a run read, and the machine's load while it
 The second module allowed to import mlflow (`pipeline.tracking` writes; this one labels), kept apart
 so that the writer stays small. Every call takes an explicit client or tracking URI, as there.
 
-- Experiment kind: MLflow 3 opens an experiment on the GenAI "Overview" page unless it knows the
-  experiment trains models; the `mlflow.experimentKind` tag (`custom_model_development`, the value
-  MLflow's own UI writes when one picks "Model training") says so.
+- Experiment kind: the `mlflow.experimentKind` tag says `custom_model_development` (the value
+  MLflow's UI writes for "Model training"; MLflow's tools read it). MLflow 3.17's UI itself opens
+  an experiment on its GenAI "Overview" page unless the browser's "GenAI / Model training" switch
+  says otherwise (seen in a headless browser: the tag alone does not move it), so `runs_url` is
+  the link that opens the runs: `?workflowType=machine_learning` flips that switch.
+- A saved view (`COMPARE_VIEW`): the UI's own shared-view tag, `mlflow.sharedViewState.<key>`,
+  holding the runs table's state: assigner, scale and seed columns, mask/box AP and oLRP, sorted
+  by mask AP. `runs_url` opens it (`viewStateShareKey=<key>`).
 - Descriptions are the `mlflow.note.content` tag (markdown) of a run or an experiment: what the UI
   shows under "Description".
 - Data: each split's annotation file as a run input (`mlflow.data`, context `training` /
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +44,17 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"  # the UI's "Model training": opens on the runs
 NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description (markdown)
 DATA_CONTEXT_TAG = "mlflow.data.context"
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a view of the runs table (UI state as JSON)
+COMPARE_VIEW = "maskaware-compare"
+COMPARE_COLUMNS = ("params.`train.assigner`", "params.`data.scale`", "params.`train.seed`",
+                   "metrics.`segm/AP`", "metrics.`bbox/AP`", "metrics.`segm/oLRP`")
 SAMPLING_S = 10.0  # MLflow's default; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
 _HASH_CHUNK = 1 << 20
 EXPERIMENT_NOTE = (
     "Training runs of the maskaware ablation (YOLACT with pluggable anchor assigners). Each run is "
-    "one (scale, assigner, seed); a sweep is a parent run with one child per cell. Compare: tick "
-    "the runs, then **Compare**; or the **Chart** view, which plots `segm/AP` per run.")
+    "one (scale, assigner, seed), named like `s128 · maIoU · seed 0`; a sweep is a parent run with "
+    "one child per cell. [Compare the runs]({link}): assigner, scale, seed, mask and box AP, sorted "
+    "by mask AP; tick runs, then **Compare**.")
 
 
 def label_experiment(client: MlflowClient, experiment) -> None:
@@ -52,7 +63,17 @@ def label_experiment(client: MlflowClient, experiment) -> None:
     if tags.get(EXPERIMENT_KIND_TAG) is None:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     if not tags.get(NOTE_TAG):
-        client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, EXPERIMENT_NOTE)
+        link = runs_url("", experiment.experiment_id).lstrip("/")  # relative: `#/experiments/…`
+        client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, EXPERIMENT_NOTE.format(link=link))
+    if tags.get(SHARED_VIEW_TAG + COMPARE_VIEW) is None:
+        view = {"selectedColumns": list(COMPARE_COLUMNS), "orderByKey": "metrics.`segm/AP`", "orderByAsc": False}
+        client.set_experiment_tag(experiment.experiment_id, SHARED_VIEW_TAG + COMPARE_VIEW, json.dumps(view))
+
+
+def runs_url(server: str, experiment_id: str) -> str:
+    """The UI link that opens the experiment on its runs, in the comparison view."""
+    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={COMPARE_VIEW}")
 
 
 def assigner_short(assigner: str) -> str:

@@ -1,5 +1,6 @@
 """What a trained run leaves in MLflow for its users: the model as a pyfunc that predicts on an image
-array, the data as run inputs, system metrics, per-class AP, a readable name and a description.
+array, the data as run inputs, system metrics, per-class AP, a readable name and a description;
+and what the UI shows of it, read through a real `mlflow server` on 127.0.0.1.
 
 One in-process training run (4 iterations, `train.num_workers=0`) on a real sqlite store.
 """
@@ -26,8 +27,9 @@ from pipeline.data.datasets import dataset_dir, load_split, split_paths
 from pipeline.eval.evaluate import PER_CLASS_FILE, RESULTS_FILE
 from pipeline.eval.mlflow_model import MODEL_NAME, OUTPUT_COLUMNS
 from pipeline.tracking import open_run, resolve_tracking_uri
-from pipeline.tracking_view import (EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, log_data_inputs,
-                                    run_display_name, system_metrics)
+from pipeline.tracking_view import (COMPARE_VIEW, EXPERIMENT_KIND_TAG, NOTE_TAG, SHARED_VIEW_TAG,
+                                    TRAINING_KIND, log_data_inputs, run_display_name, runs_url,
+                                    system_metrics)
 from pipeline.train.run import run_training
 from tests.pipeline.train_support import tiny_config
 
@@ -37,7 +39,7 @@ SERVER_START_S = 120  # a loaded 2-core machine: `mlflow server` imports a lot b
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = Path("/tmp/h-mlflow-dev") if os.environ.get("HDEV") else tmp_path_factory.mktemp("mlflow_model")
+    root = tmp_path_factory.mktemp("mlflow_model")
     cfg = tiny_config(root, "train.max_iters=4", "train.checkpoint_every=4", "eval.fps_runs=1")
     old = os.environ.get(SAMPLING_ENV)
     os.environ[SAMPLING_ENV] = "1"  # a sample per second: the 4 iterations take several
@@ -194,11 +196,19 @@ def _api(url: str, path: str, body: dict | None = None) -> dict:
         return json.loads(r.read())
 
 
+@pytest.mark.slow  # `mlflow server` takes 10-60 s to come up on a loaded 2-core machine
 def test_what_the_ui_shows_through_the_rest_api(trained, mlflow_server):
     cfg, _, _, trained_run = trained
     exp = _api(mlflow_server, f"experiments/get-by-name?experiment_name={cfg.tracking.experiment}")["experiment"]
     tags = {t["key"]: t["value"] for t in exp["tags"]}
-    assert tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND and "Compare" in tags[NOTE_TAG]
+    assert tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+    # The link in the description opens the runs (not the GenAI overview) in the saved view.
+    link = f"#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning&viewStateShareKey={COMPARE_VIEW}"
+    assert f"]({link})" in tags[NOTE_TAG] and runs_url(mlflow_server, exp["experiment_id"]) == f"{mlflow_server}/{link}"
+    view = json.loads(tags[SHARED_VIEW_TAG + COMPARE_VIEW])
+    assert view["selectedColumns"][:4] == ["params.`train.assigner`", "params.`data.scale`", "params.`train.seed`",
+                                           "metrics.`segm/AP`"]
+    assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`segm/AP`", False)
     runs = _api(mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 100})["runs"]
     [run] = [r for r in runs if r["info"]["run_id"] == trained_run.info.run_id]
     assert run["info"]["run_name"] == "s128 · maIoU · seed 0"
