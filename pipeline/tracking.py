@@ -86,7 +86,7 @@ def get_or_create_experiment(tracking: TrackingConfig) -> tuple[str, str]:
             exp = client.get_experiment_by_name(tracking.experiment)  # created meanwhile by another writer
             if exp is None:
                 raise
-    label_experiment(client, exp)  # opens on its training runs in the UI; no-op once labelled
+    label_experiment(client, exp)  # kind, description, comparison view; no-op once labelled
     return uri, exp.experiment_id
 
 

@@ -41,7 +41,7 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from pipeline.config import ASSIGNER_TABLE, Config
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-TRAINING_KIND = "custom_model_development"  # the UI's "Model training": opens on the runs
+TRAINING_KIND = "custom_model_development"  # the kind the UI's "Model training" stands for
 NOTE_TAG = "mlflow.note.content"  # a run's or an experiment's description (markdown)
 DATA_CONTEXT_TAG = "mlflow.data.context"
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + key: a view of the runs table (UI state as JSON)
@@ -58,7 +58,8 @@ EXPERIMENT_NOTE = (
 
 
 def label_experiment(client: MlflowClient, experiment) -> None:
-    """Give an experiment the training kind and a description, unless it has its own already."""
+    """Give an experiment the training kind, a description and the comparison view, each unless it
+    has one already (a description edited in the UI stays)."""
     tags = experiment.tags or {}
     if tags.get(EXPERIMENT_KIND_TAG) is None:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)

@@ -1,7 +1,8 @@
 """A trained model as an MLflow 3 model (`pyfunc` flavour): what `mlflow.pyfunc.load_model` predicts with.
 
     model = mlflow.pyfunc.load_model(f"models:/{model_id}")   # or f"runs:/{run_id}/model"
-    detections = model.predict(images)  # uint8 [B, H, W, 3] RGB, one size per call
+    detections = model.predict(images)  # uint8 [B, H, W, 3] RGB, one size per call (image[None]
+                                        # for one; MLflow refuses other shapes and dtypes)
 
 Output: a DataFrame with one row per detection (`OUTPUT_COLUMNS`): the image's index in the batch,
 the dataset's `category_id` and name, the score, the box `x, y, w, h` and the mask as COCO RLE
@@ -63,11 +64,7 @@ class YolactPyfunc(mlflow.pyfunc.PythonModel):
         self.model.eval()
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        images = np.asarray(model_input)
-        if images.ndim == 3:
-            images = images[None]  # one image -> a batch of one
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 RGB images [B, H, W, 3], got {images.dtype} {list(images.shape)}")
+        images = np.asarray(model_input)  # MLflow has checked it against SIGNATURE: uint8 [B, H, W, 3]
         aug = AugmentParams(scale=self.cfg.data.scale, train=False)
         no_gt = ([], np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
         batch = np.stack([transform(img, *no_gt, aug).image for img in images])  # [B, 3, S, S]

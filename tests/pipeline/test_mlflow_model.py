@@ -75,6 +75,8 @@ def test_the_logged_model_loads_back_and_predicts_like_the_evaluation(trained, t
     assert set(top.category) <= set(val.category_names) and set(got.image) == {0}
     mask = mask_utils.decode({"size": list(image.shape[:2]), "counts": got["mask"].iloc[0]})
     assert mask.shape == image.shape[:2]
+    with pytest.raises(mlflow.exceptions.MlflowException, match="dtype"):  # the signature guards it
+        model.predict(image[None].astype(np.float32))
     two = model.predict(np.stack([image, image[::-1].copy()]))  # a batch: rows say which image
     assert set(two.image) == {0, 1} and two[two.image == 0].score.tolist() == pytest.approx(got.score.tolist(), abs=1e-4)
 
