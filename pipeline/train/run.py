@@ -67,12 +67,14 @@ def _summary(run, name: str) -> dict[str, Any]:
 
 
 def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str | None = None,
-                 tags: dict[str, Any] | None = None, callbacks: list | None = None) -> dict[str, Any]:
+                 tags: dict[str, Any] | None = None, callbacks: list | None = None,
+                 display_name: str | None = None) -> dict[str, Any]:
     """Train, evaluate and track one configuration; returns {run_id, name, metrics, checkpoint}.
 
     Works standalone (starts and stops a local Ray cluster when none is up) and inside a Tune
     trial (Ray already up; pass a deterministic `run_name`, e.g. from the trial id, and Tune's
-    `TuneReportCallback` in `callbacks`).
+    `TuneReportCallback` in `callbacks`). `run_name` names the Ray Train run; the MLflow run is
+    named `display_name`, by default `s128 · maIoU · seed 0`.
     """
     name = run_name or default_run_name(cfg)
     storage = str(Path(cfg.train.storage_path).expanduser().resolve())
@@ -81,21 +83,8 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     done, unfinished = _earlier_runs(cfg, key, name, config_hash)
     if done is not None:
         return _summary(done, name)
-    variant = str((tags or {}).get("variant", ""))
-    run_tags = {**tracking.run_tags(cfg), **key, "maskaware.storage": storage,
-                CONFIG_HASH_TAG: config_hash, tracking.CELL_KEY_TAG: config_hash,
-                view.NOTE_TAG: view.run_note(cfg, variant), **(tags or {})}
-    # The MLflow name is for people (`s128 · maIoU · seed 0`); the Ray run name stays a tag.
-    logger = tracking.open_run(cfg.tracking, tags=run_tags, parent_run_id=parent_run_id,
-                               run_name=view.run_display_name(cfg.data.scale, cfg.train.assigner,
-                                                              cfg.train.seed, variant),
-                               resume_run_id=unfinished.info.run_id if unfinished else None)
-    logger.log_params(cfg.flat())
-    logger.log_dict(cfg.to_dict(), "config/config.json")
-    root = dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
-    view.log_data_inputs(logger.client, logger.run_id, {
-        context: (f"{Path(root).name}/{split}", split_paths(cfg.data, split)[0])
-        for context, split in (("training", "train"), ("validation", "val"))})
+    logger, note = _open_run(cfg, name, storage, config_hash, tags, parent_run_id,
+                             unfinished.info.run_id if unfinished else None, display_name)
     local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
     started = False if local else init_ray()
     if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
@@ -114,7 +103,7 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
             _log_final_artifacts(logger, Path(d))
             log_pyfunc_model(logger.uri, logger.run_id, Path(d), cfg, step=int(metrics.get("iteration", 0)))
         logger.set_tags({"maskaware.checkpoint": result.checkpoint.path,
-                         view.NOTE_TAG: f"{run_tags[view.NOTE_TAG]}\n\n{view.result_note(metrics)}"})
+                         view.NOTE_TAG: f"{note}\n\n{view.result_note(metrics)}"})
         logger.finish("FINISHED")
     except BaseException:
         logger.finish("FAILED")
@@ -124,6 +113,30 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
             ray.shutdown()
     return {"run_id": logger.run_id, "name": name, "metrics": metrics,
             "checkpoint": result.checkpoint.path, "reused": False}
+
+
+def _open_run(cfg: Config, name: str, storage: str, config_hash: str, tags: dict[str, Any] | None,
+              parent_run_id: str | None, resume_run_id: str | None,
+              display_name: str | None) -> tuple[tracking.RunLogger, str]:
+    """The run's MLflow run (reopened after a driver restart) with its tags, description, params,
+    config and data inputs; and that description. Generates the synthetic data on first use."""
+    variant = str((tags or {}).get("variant", ""))
+    note = view.run_note(cfg, variant)
+    run_tags = {**tracking.run_tags(cfg), tracking.RAY_RUN_TAG: name, "maskaware.storage": storage,
+                CONFIG_HASH_TAG: config_hash, tracking.CELL_KEY_TAG: config_hash, view.NOTE_TAG: note,
+                **(tags or {})}
+    # The MLflow name is for people (`s128 · maIoU · seed 0`); the Ray run name stays a tag.
+    display_name = display_name or view.run_display_name(cfg.data.scale, cfg.train.assigner,
+                                                         cfg.train.seed, variant)
+    logger = tracking.open_run(cfg.tracking, run_name=display_name, tags=run_tags,
+                               parent_run_id=parent_run_id, resume_run_id=resume_run_id)
+    logger.log_params(cfg.flat())
+    logger.log_dict(cfg.to_dict(), "config/config.json")
+    root = dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
+    view.log_data_inputs(logger.client, logger.run_id, {
+        context: (f"{Path(root).name}/{split}", split_paths(cfg.data, split)[0])
+        for context, split in (("training", "train"), ("validation", "val"))})
+    return logger, note
 
 
 def _earlier_runs(cfg: Config, key: dict[str, str], name: str, config_hash: str):

@@ -226,3 +226,18 @@ def test_what_the_ui_shows_through_the_rest_api(trained, mlflow_server):
     assert [m["info"]["status"] for m in models] == ["LOGGED_MODEL_READY"]
     with urllib.request.urlopen(mlflow_server, timeout=30) as r:  # the UI itself is served
         assert b"<html" in r.read().lower()
+
+
+def test_a_name_given_on_the_command_line_names_the_mlflow_run(trained):
+    from pipeline.train.run import _open_run
+
+    cfg, _, client, _ = trained
+    logger, note = _open_run(cfg, "ray-run-name", "/tmp/storage", "hash", {"variant": "carafe"}, None, None,
+                             "my first try")
+    run = client.get_run(logger.run_id)
+    assert run.info.run_name == "my first try" and run.data.tags["maskaware.ray_run"] == "ray-run-name"
+    assert run.data.tags[NOTE_TAG] == note and note.startswith("**ATSS w. maIoU** + carafe at 128 px")
+    default, _ = _open_run(cfg, "other", "/tmp/storage", "hash", {"variant": "carafe"}, None, None, None)
+    assert client.get_run(default.run_id).info.run_name == "s128 · maIoU · carafe · seed 0"
+    logger.finish()
+    default.finish()
