@@ -19,6 +19,7 @@ id (a LoggedModel that is the run's output), never through the fluent active run
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -63,7 +64,7 @@ class YolactPyfunc(mlflow.pyfunc.PythonModel):
         self.model.load_state_dict(read_state_dict(ckpt))
         self.model.eval()
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         images = np.asarray(model_input)  # MLflow has checked it against SIGNATURE: uint8 [B, H, W, 3]
         aug = AugmentParams(scale=self.cfg.data.scale, train=False)
         no_gt = ([], np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
@@ -99,7 +100,7 @@ def log_pyfunc_model(uri: str, run_id: str, checkpoint: Path, cfg: Config, step:
         files = Path(tmp) / "checkpoint"
         files.mkdir()
         for name in (MODEL_FILE, CONFIG_FILE):
-            (files / name).write_bytes((checkpoint / name).read_bytes())
+            shutil.copyfile(checkpoint / name, files / name)  # not state.pt nor the evaluation files
         (Path(tmp) / CATEGORIES_FILE).write_text(json.dumps(cats))
         local = Path(tmp) / MODEL_NAME
         mlflow.pyfunc.save_model(
