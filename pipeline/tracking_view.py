@@ -100,7 +100,7 @@ def run_note(cfg: Config, variant: str = "") -> str:
             f"{cfg.data.scale} px, seed {t.seed}: YOLACT {cfg.model.backbone}, {length}, batch "
             f"{t.batch_size} per worker on {where}, data {data}. The resolved config is the "
             "artifact `config/config.json`; the model, loadable with `mlflow.pyfunc.load_model`, "
-            "is under **Logged models**.")
+            "is in the experiment's **Models**.")
 
 
 def result_note(metrics: dict) -> str:
