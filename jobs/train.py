@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Ray Train workers; 0 runs in-process without fault tolerance "
                         f"(default: {d.train.num_workers})")
     p.add_argument("--name", default=None,
-                   help="run name; re-using a name resumes that Ray run, or returns it when it "
-                        "finished (default: <assigner>-s<scale>-seed<seed>-<config hash>-<time>)")
+                   help="run name (Ray and MLflow); re-using a name resumes that Ray run, or returns it "
+                        "when it finished (default: <assigner>-s<scale>-seed<seed>-<config hash>-<time> "
+                        "for Ray, 's<scale> · <assigner> · seed <seed>' in MLflow)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override any config field, repeatable, applied last "
                         "(e.g. --set train.lr=0.002) (default: none)")
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.train.run import default_run_name, run_training  # Ray and MLflow: after the checks
 
         name = args.name or f"{default_run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = run_training(cfg, run_name=name)
+        result = run_training(cfg, run_name=name, display_name=args.name)
     except ValueError as e:  # bad config or data, found before any run or worker started
         print(f"error: {e}", file=sys.stderr)
         return 2

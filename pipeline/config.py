@@ -185,6 +185,7 @@ class TrackingConfig:
     # None: `<sqlite DB dir>/mlartifacts` for a sqlite store (MLflow's own default is ./mlruns
     # relative to the CWD), the server's choice otherwise.
     artifact_location: str | None = None
+    system_metrics: bool = True  # CPU, memory (GPU with pynvml) sampled into the run: system/…
 
 
 @dataclass(frozen=True)

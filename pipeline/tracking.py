@@ -33,6 +33,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from pipeline.config import Config, TrackingConfig
+from pipeline.tracking_view import label_experiment
 
 DEFAULT_HOME = "~/.cache/maskaware"
 PARENT_TAG = "mlflow.parentRunId"
@@ -77,16 +78,16 @@ def get_or_create_experiment(tracking: TrackingConfig) -> tuple[str, str]:
     uri = resolve_tracking_uri(tracking)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(tracking.experiment)
-    if exp is not None:
-        return uri, exp.experiment_id
-    try:
-        return uri, client.create_experiment(tracking.experiment,
-                                             artifact_location=_artifact_location(tracking, uri))
-    except mlflow.exceptions.MlflowException:
-        exp = client.get_experiment_by_name(tracking.experiment)  # created meanwhile by another writer
-        if exp is None:
-            raise
-        return uri, exp.experiment_id
+    if exp is None:
+        try:
+            exp = client.get_experiment(client.create_experiment(
+                tracking.experiment, artifact_location=_artifact_location(tracking, uri)))
+        except mlflow.exceptions.MlflowException:
+            exp = client.get_experiment_by_name(tracking.experiment)  # created meanwhile by another writer
+            if exp is None:
+                raise
+    label_experiment(client, exp)  # kind, description, comparison view; no-op once labelled
+    return uri, exp.experiment_id
 
 
 def git_commit() -> str:

@@ -10,6 +10,8 @@ Pure functions: no Ray, no MLflow. Contracts:
   segmentation {size [h, w], counts str}}`, one per detection; one list serves segm and bbox.
 - Metrics: flat keys `segm/AP`, `segm/AP50`, `segm/AP75`, `segm/APS`, `segm/APM`, `segm/APL`,
   `segm/oLRP`, `segm/oLRP_loc`, `segm/oLRP_FP`, `segm/oLRP_FN`, the same for `bbox/`, all ×100.
+  Per class: `segm_AP/<class name>` and `bbox_AP/<class name>` (AP@[.5:.95], all areas, ×100), from
+  the same COCOeval (`per_class_ap`); the prefix keeps them apart from the summary keys above.
   A metric with nothing to average over (no GT in that area range, no class with GT, no TP
   for oLRP_loc) is `UNDEFINED` = -1, pycocotools' own convention; never NaN.
 
@@ -28,6 +30,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -42,6 +45,9 @@ from pipeline.eval.olrp import UNDEFINED, olrp_per_class, summarize_olrp
 
 IOU_TYPES = ("segm", "bbox")
 AP_NAMES = ("AP", "AP50", "AP75", "APS", "APM", "APL")  # COCOeval.stats[0:6]
+PER_CLASS_SUFFIX = "_AP"  # `segm_AP/<class>`: per-class AP keys
+# MLflow metric names allow letters, digits and `_-. :/`; anything else in a class name becomes `_`.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 PREDICTION_KEYS = ("image_id", "boxes", "scores", "labels", "masks")
 # Optional result field: a mask's own score (YOLACT++ re-scoring), used instead of `score` for segm.
 MASK_SCORE = "mask_score"
@@ -186,6 +192,46 @@ def ap_metrics(coco_eval: COCOeval, prefix: str) -> dict[str, float]:
             for name, v in zip(AP_NAMES, coco_eval.stats[:len(AP_NAMES)])}
 
 
+def class_key(iou_type: str, name: str) -> str:
+    """The metric name of one class's AP: `segm_AP/person`; unsafe characters become `_`."""
+    return f"{iou_type}{PER_CLASS_SUFFIX}/{_UNSAFE.sub('_', name)}"
+
+
+def per_class_ap(coco_eval: COCOeval, prefix: str) -> dict[str, float]:
+    """AP@[.5:.95] of every category (all areas, the last maxDets) ×100, keyed by `class_key`.
+
+    The mean over IoU thresholds and recall points of `eval["precision"]` [T, R, K, A, M] where it
+    is defined, as `COCOeval.summarize` computes `stats[0]` over all classes; a class without GT
+    is UNDEFINED. Two classes whose names clash after cleaning get their category id appended.
+    """
+    precision = coco_eval.eval["precision"][:, :, :, 0, -1]  # [T, R, K]: area "all", maxDets 100
+    cats = coco_eval.cocoGt.cats
+    out: dict[str, float] = {}
+    for k, cat_id in enumerate(coco_eval.params.catIds):
+        p = precision[:, :, k]  # [T, R]
+        key = class_key(prefix, str(cats[cat_id].get("name", cat_id)))
+        key = f"{key}_{cat_id}" if key in out else key
+        out[key] = 100.0 * float(p[p > -1].mean()) if (p > -1).any() else UNDEFINED
+    return out
+
+
+def write_per_class_csv(metrics: dict[str, float], path: str | Path) -> Path:
+    """The per-class AP of `metrics` as a table: `class,segm_AP,bbox_AP` (an evaluation artifact)."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        head, _, name = key.partition("/")
+        if head.endswith(PER_CLASS_SUFFIX) and head.removesuffix(PER_CLASS_SUFFIX) in IOU_TYPES:
+            rows.setdefault(name, {})[head] = value
+    columns = [f"{t}{PER_CLASS_SUFFIX}" for t in IOU_TYPES]
+    lines = [",".join(["class", *columns])]
+    lines += [",".join([json.dumps(name) if "," in name else name,
+                        *(f"{row.get(c, UNDEFINED):.2f}" for c in columns)]) for name, row in rows.items()]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def evaluate_results(coco_gt: COCO, results: list[dict], *, iou_types: Sequence[str] = IOU_TYPES,
                      segm_area_from_box: bool = True) -> dict[str, float]:
     """AP and oLRP keys for each IoU type from a COCO results list."""
@@ -203,6 +249,7 @@ def evaluate_per_image(coco_gt: COCO, results: list[dict], *, iou_types: Sequenc
     for iou_type in iou_types:
         coco_eval = run_cocoeval(coco_gt, results, iou_type, segm_area_from_box=segm_area_from_box)
         metrics.update(ap_metrics(coco_eval, iou_type))
+        metrics.update(per_class_ap(coco_eval, iou_type))
         metrics.update(summarize_olrp(olrp_per_class(coco_eval), iou_type))
         per_image[iou_type] = image_eval(coco_eval)
     return metrics, per_image

@@ -12,11 +12,13 @@
    (`model.postprocess`) and turns them into COCO results (RLE masks, original category ids)
    right away, so only compact results cross processes;
 3. the results are gathered on rank 0 (`all_gather_object` when a process group is up) in the
-   dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP
-   (`pipeline.eval.coco_eval`), the fps of model + post-processing at batch 1
-   (`pipeline.eval.speed`; with `fps_setup`, what it measured; none when `fps_runs` is 0), and writes `coco_results.json` and `overlays/<image_id>.png` for the
-   first `eval_cfg.overlays` images into `out_dir`, with `per_image.npz`, the per-image outcome
-   of COCO's matching that the report's bootstrap resamples (`pipeline.eval.image_eval`).
+   dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP, and per-class AP
+   `segm_AP/<class>`, `bbox_AP/<class>` (`pipeline.eval.coco_eval`), the fps of model +
+   post-processing at batch 1 (`pipeline.eval.speed`; with `fps_setup`, what it measured; none
+   when `fps_runs` is 0), and writes `coco_results.json`,
+   `per_class_ap.csv` and `overlays/<image_id>.png` for the first `eval_cfg.overlays` images into
+   `out_dir`, with `per_image.npz`, the per-image outcome of COCO's matching that the report's
+   bootstrap resamples (`pipeline.eval.image_eval`).
 Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}. Steps 2–3 run as
 `inference_setup` says: `eval.precision` (bf16 autocast where the device has bf16),
 `eval.channels_last`, `eval.compile`, with the training worker's CPU thread count.
@@ -40,7 +42,8 @@ from pipeline.config import EvalConfig
 from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, collate
 from pipeline.eval import image_eval
-from pipeline.eval.coco_eval import evaluate_per_image, predictions_to_coco_results, write_results_json
+from pipeline.eval.coco_eval import (evaluate_per_image, predictions_to_coco_results, write_per_class_csv,
+                                     write_results_json)
 from pipeline.eval.model_files import load_checkpoint, unwrap
 from pipeline.eval.overlays import save_overlay
 from pipeline.eval.runtime import (FP32, all_gather, broadcast_state, channels_last, cpu_threads,
@@ -48,6 +51,7 @@ from pipeline.eval.runtime import (FP32, all_gather, broadcast_state, channels_l
 from pipeline.eval.speed import describe_setup, measure_fps
 
 RESULTS_FILE = "coco_results.json"
+PER_CLASS_FILE = "per_class_ap.csv"  # class, segm_AP, bbox_AP
 PER_IMAGE_FILE = "per_image.npz"  # `pipeline.eval.image_eval`: what the report resamples
 OVERLAY_DIR = "overlays"
 OVERLAY_SCORE_THR = 0.3  # draw only confident detections; evaluation uses all of them
@@ -185,6 +189,7 @@ def _evaluate(core: nn.Module, net: nn.Module, dataset: InstanceDataset, eval_cf
         out_dir = Path(out_dir)
         write_results_json(results, out_dir / RESULTS_FILE)
         image_eval.save(per_image, out_dir / PER_IMAGE_FILE)
+        write_per_class_csv(metrics, out_dir / PER_CLASS_FILE)
         write_overlays(net, dataset, eval_cfg.overlays, out_dir, eval_cfg, device, precision)
     return metrics
 

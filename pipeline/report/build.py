@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline import tracking
+from pipeline.tracking_view import runs_url
 from pipeline.eval import image_eval
 from pipeline.eval.evaluate import PER_IMAGE_FILE
 from pipeline.eval.image_eval import ImageEval
@@ -100,14 +101,15 @@ def finish_sweep(outcome: SweepOutcome) -> Report:
     print(f"report: {report.directory} (table.md, table.csv, figures/)")
     uri = record.tracking_uri
     print(f"MLflow: {uri}, experiment {record.experiment!r}, parent run {record.parent_run_id}")
+    _, experiment_id = tracking.get_or_create_experiment(record.tracking())
     if uri.startswith("sqlite:"):
         print(f"  open the UI: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-              " --workers 1  ->  http://127.0.0.1:5000")
+              f" --workers 1  ->  {runs_url('http://127.0.0.1:5000', experiment_id)}")
     elif "127.0.0.1" in uri or "localhost" in uri:
-        print(f"  open the UI: {uri} (from another machine through a tunnel, e.g. "
-              f"`ray attach cluster.yaml -p {urlparse(uri).port or 5000}`)")
+        print(f"  open the UI: {runs_url(uri, experiment_id)} (from another machine through a tunnel, "
+              f"e.g. `ray attach cluster.yaml -p {urlparse(uri).port or 5000}`)")
     else:
-        print(f"  open the UI: {uri}")
+        print(f"  open the UI: {runs_url(uri, experiment_id)}")
     for key, error in outcome.errors.items():
         print(f"trial {key} failed: {error} (its log: {sweep_dir(record.base_config(), record.name)}"
               f"/{TUNE_DIR}/{key}/error.txt)")

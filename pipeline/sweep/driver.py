@@ -36,6 +36,7 @@ import ray
 from ray import tune
 
 from pipeline import tracking
+from pipeline import tracking_view as view
 from pipeline.config import Config, SweepConfig
 from pipeline.ray_utils import init_ray, logs_dir, quiet_logs
 from pipeline.sweep.grid import Cell, cell_config, collapsed_rows, grid_cells
@@ -181,13 +182,28 @@ def open_record(cfg: Config, preset: str, *, name: str | None = None, resume: bo
 
 
 def _parent_run(record: SweepRecord) -> tracking.RunLogger:
-    tcfg = replace(record.base_config().tracking, tracking_uri=record.tracking_uri)
-    tags = {SWEEP_TAG: record.name, KIND_TAG: KIND_SWEEP, "preset": record.preset}
+    base = record.base_config()
+    tcfg = replace(base.tracking, tracking_uri=record.tracking_uri)
     if record.parent_run_id:
         return tracking.open_run(tcfg, run_name=record.name, resume_run_id=record.parent_run_id)
+    sw = base.sweep
+    note = (f"Sweep `{record.name}` of preset **{record.preset}**: {len(record.cells)} training runs "
+            f"(scales {list(sw.scales)} × assigners {list(sw.assigners)} × seeds {list(sw.seeds)}"
+            f"{f' × rows {list(sw.variants)}' if sw.variants else ''}), nested below this run. Its "
+            "config is the artifact `config/config.json`; the report is under `report/`.")
+    tags = {SWEEP_TAG: record.name, KIND_TAG: KIND_SWEEP, "preset": record.preset, view.NOTE_TAG: note}
     parent = tracking.open_run(tcfg, run_name=record.name, tags=tags)
-    parent.log_params({"sweep.cells": len(record.cells), **record.base_config().flat()})
+    parent.log_params({"sweep.preset": record.preset, "sweep.cells": len(record.cells),
+                       **shared_params(base, record.grid, record.name)})
+    parent.log_dict(record.config, "config/config.json")
     return parent
+
+
+def shared_params(base: Config, cells: list[Cell], sweep_name: str) -> dict:
+    """The params every cell's run has in common (the grid's own `sweep.*` included): the parent
+    must not show one cell's scale, assigner or seed as if they were the sweep's."""
+    flats = [cell_config(base, c, sweep_name).flat() for c in cells]
+    return {k: v for k, v in base.flat().items() if all(f.get(k) == v for f in flats)}
 
 
 def _prepare_data(cfg: Config, local: bool) -> None:

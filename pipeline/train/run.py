@@ -3,13 +3,17 @@
 Callable from a CLI or from inside a Ray Tune trial:
   1. idempotency: a FINISHED MLflow run tagged with this Ray run name is returned as is; an
      unfinished one (driver restarted) is reopened instead of duplicated;
-  2. MLflow run (child of `parent_run_id`), params = `Config.flat()`, tags, resolved config
-     (`config/config.json`, and `config/config.yaml`, which `--config` takes back);
+  2. MLflow run (child of `parent_run_id`) named for people (`s128 · maIoU · seed 0`), with a
+     description, params = `Config.flat()`, tags, resolved config (`config/config.json`, and
+     `config/config.yaml`, which `--config` takes back), and the train and val annotation files
+     as its data inputs (`pipeline.tracking_view`);
   3. `TorchTrainer(train_loop_per_worker).fit()` (`pipeline.train.loop`): gloo on CPU, NCCL on
      GPU; `FailureConfig(max_failures)` restarts a dead worker group from the last registered
      checkpoint; `ReportToMlflow` (controller side) logs rank 0's losses and LR per logging step;
-  4. final metrics (`segm/…`, `bbox/…`, `fps`, `num_anchors`, `train_time`) and artifacts (config,
-     COCO results, overlays, final `model.pt`) logged from the final checkpoint; run FINISHED.
+     MLflow's system-metrics monitor samples CPU / memory (GPU) meanwhile (`tracking.system_metrics`);
+  4. final metrics (`segm/…`, `bbox/…`, per-class AP, `fps`, `num_anchors`, `train_time`) and
+     artifacts (config, COCO results, overlays, final `model.pt`) logged from the final checkpoint,
+     which also becomes the run's MLflow model (`pipeline.eval.mlflow_model`); run FINISHED.
   Ray runs are keyed by `(storage_path, name)`: the same name resumes (or returns) that run.
 """
 from __future__ import annotations
@@ -26,10 +30,12 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from pipeline import tracking
+from pipeline import tracking_view as view
 from pipeline.config import Config
 from pipeline.config_files import config_yaml
-from pipeline.data.datasets import dataset_dir
+from pipeline.data.datasets import dataset_dir, split_paths
 from pipeline.data.precompute import ensure_precomputed
+from pipeline.eval.mlflow_model import log_pyfunc_model
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
 from pipeline.ray_utils import init_ray, quiet_logs, worker_runtime_env
 from pipeline.storage import is_uri, join, location_of, resolve_storage
@@ -66,12 +72,14 @@ def _summary(run, name: str) -> dict[str, Any]:
 
 
 def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str | None = None,
-                 tags: dict[str, Any] | None = None, callbacks: list | None = None) -> dict[str, Any]:
+                 tags: dict[str, Any] | None = None, callbacks: list | None = None,
+                 display_name: str | None = None) -> dict[str, Any]:
     """Train, evaluate and track one configuration; returns {run_id, name, metrics, checkpoint}.
 
     Works standalone (starts and stops a local Ray cluster when none is up) and inside a Tune
     trial (Ray already up; pass a deterministic `run_name`, e.g. from the trial id, and Tune's
-    `TuneReportCallback` in `callbacks`).
+    `TuneReportCallback` in `callbacks`). `run_name` names the Ray Train run; the MLflow run is
+    named `display_name`, by default `s128 · maIoU · seed 0`.
     """
     name = run_name or default_run_name(cfg)
     storage = resolve_storage(cfg.train.storage_path)
@@ -84,22 +92,16 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     done, unfinished = _earlier_runs(cfg, key, name, config_hash)
     if done is not None:
         return _summary(done, name)
-    run_tags = {**tracking.run_tags(cfg), **key, "maskaware.storage": storage,
-                CONFIG_HASH_TAG: config_hash, tracking.CELL_KEY_TAG: config_hash, **(tags or {})}
-    logger = tracking.open_run(cfg.tracking, run_name=name, tags=run_tags,
-                               parent_run_id=parent_run_id,
-                               resume_run_id=unfinished.info.run_id if unfinished else None)
-    logger.log_params(cfg.flat())
-    logger.log_dict(cfg.to_dict(), "config/config.json")  # what jobs.evaluate reads
-    logger.log_text(config_yaml(cfg), "config/config.yaml")  # what --config reads back
-    dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
+    logger, note = _open_run(cfg, name, storage, config_hash, tags, parent_run_id,
+                             unfinished.info.run_id if unfinished else None, display_name)
     quiet_logs()
     started = False if local else init_ray()
     if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
         ensure_precomputed(cfg.data)
     t0 = time.time()
     try:
-        result = _trainer(cfg, name, storage, logger, local, callbacks).fit()
+        with view.system_metrics(logger.uri, logger.run_id, cfg.tracking.system_metrics):
+            result = _trainer(cfg, name, storage, logger, local, callbacks).fit()
         if result.checkpoint is None:
             raise RuntimeError(f"Ray Train run {name} finished without a final checkpoint")
         metrics = dict(result.metrics or {})
@@ -108,8 +110,10 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
         logger.set_tags({k: v for k, v in metrics.items() if isinstance(v, str)})
         with result.checkpoint.as_directory() as d:
             _log_final_artifacts(logger, Path(d))
+            log_pyfunc_model(logger.uri, logger.run_id, Path(d), cfg, step=int(metrics.get("iteration", 0)))
         checkpoint = location_of(result.checkpoint.filesystem, result.checkpoint.path)
-        logger.set_tags({"maskaware.checkpoint": checkpoint})
+        logger.set_tags({"maskaware.checkpoint": checkpoint,
+                         view.NOTE_TAG: f"{note}\n\n{view.result_note(metrics)}"})
         logger.finish("FINISHED")
     except BaseException:
         logger.finish("FAILED")
@@ -119,6 +123,31 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
             ray.shutdown()
     return {"run_id": logger.run_id, "name": name, "metrics": metrics,
             "checkpoint": checkpoint, "reused": False}
+
+
+def _open_run(cfg: Config, name: str, storage: str, config_hash: str, tags: dict[str, Any] | None,
+              parent_run_id: str | None, resume_run_id: str | None,
+              display_name: str | None) -> tuple[tracking.RunLogger, str]:
+    """The run's MLflow run (reopened after a driver restart) with its tags, description, params,
+    config and data inputs; and that description. Generates the synthetic data on first use."""
+    variant = str((tags or {}).get("variant", ""))
+    note = view.run_note(cfg, variant)
+    run_tags = {**tracking.run_tags(cfg), tracking.RAY_RUN_TAG: name, "maskaware.storage": storage,
+                CONFIG_HASH_TAG: config_hash, tracking.CELL_KEY_TAG: config_hash, view.NOTE_TAG: note,
+                **(tags or {})}
+    # The MLflow name is for people (`s128 · maIoU · seed 0`); the Ray run name stays a tag.
+    display_name = display_name or view.run_display_name(cfg.data.scale, cfg.train.assigner,
+                                                         cfg.train.seed, variant)
+    logger = tracking.open_run(cfg.tracking, run_name=display_name, tags=run_tags,
+                               parent_run_id=parent_run_id, resume_run_id=resume_run_id)
+    logger.log_params(cfg.flat())
+    logger.log_dict(cfg.to_dict(), "config/config.json")  # what jobs.evaluate reads
+    logger.log_text(config_yaml(cfg), "config/config.yaml")  # what --config reads back
+    root = dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
+    view.log_data_inputs(logger.client, logger.run_id, {
+        context: (f"{Path(root).name}/{split}", split_paths(cfg.data, split)[0])
+        for context, split in (("training", "train"), ("validation", "val"))})
+    return logger, note
 
 
 def _earlier_runs(cfg: Config, key: dict[str, str], name: str, config_hash: str):

@@ -1,21 +1,25 @@
 """COCO results and AP: conversion round trips, hand-computed AP, empty and bad inputs."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_utils
+from pycocotools.cocoeval import COCOeval
 
-from pipeline.eval.coco_eval import (AP_NAMES, evaluate_predictions, evaluate_results, predictions_to_coco_results,
-                                     write_results_json)
+from pipeline.eval.coco_eval import (AP_NAMES, class_key, evaluate_predictions, evaluate_results,
+                                     predictions_to_coco_results, write_per_class_csv, write_results_json)
 from pipeline.eval.olrp import COMPONENTS, UNDEFINED
 from tests.pipeline.coco_tiny import box_mask, make_coco, make_prediction
 
 SIZE = (120, 160)  # h, w
 IOU_TYPES = ("segm", "bbox")
-ALL_KEYS = {f"{t}/{n}" for t in IOU_TYPES for n in AP_NAMES + COMPONENTS}
+ALL_KEYS = ({f"{t}/{n}" for t in IOU_TYPES for n in AP_NAMES + COMPONENTS}
+            | {f"{t}_AP/c{c}" for t in IOU_TYPES for c in (2, 4)})  # three_sizes' classes
 SMALL, MEDIUM, LARGE = [0, 0, 20, 20], [30, 30, 70, 70], [50, 0, 150, 100]  # areas 400, 1600, 10000
 
 
@@ -55,6 +59,7 @@ def test_perfect_predictions():
     assert set(m) == ALL_KEYS
     for t in IOU_TYPES:
         assert [m[f"{t}/{n}"] for n in AP_NAMES] == pytest.approx([100.0] * 6)
+        assert (m[f"{t}_AP/c2"], m[f"{t}_AP/c4"]) == pytest.approx((100.0, 100.0))
         assert [m[f"{t}/{n}"] for n in COMPONENTS] == [0.0] * 4
 
 
@@ -110,9 +115,45 @@ def test_empty_results(preds):
     m = evaluate_predictions(three_sizes(), preds, [2, 4])
     assert set(m) == ALL_KEYS
     for t in IOU_TYPES:
-        assert [m[f"{t}/{n}"] for n in AP_NAMES] == [0.0] * 6
+        assert [m[f"{t}/{n}"] for n in AP_NAMES] + [m[f"{t}_AP/c2"], m[f"{t}_AP/c4"]] == [0.0] * 8
         assert (m[f"{t}/oLRP"], m[f"{t}/oLRP_FN"]) == (100.0, 100.0)
         assert (m[f"{t}/oLRP_loc"], m[f"{t}/oLRP_FP"]) == (UNDEFINED, UNDEFINED)
+
+
+def test_per_class_ap_equals_evaluating_each_class_alone(tmp_path):
+    # Class 4: its small GT is missed and the large one found at IoU 0.62: at 3 of 10 thresholds
+    # precision 1 up to recall 0.5, i.e. on 51 of the 101 recall points; class 2: an FP ranked
+    # before the exact TP (AP 50). The slow reference: COCOeval on one class at a time.
+    preds = [make_prediction(7, SIZE, [(LARGE, 0.9, 0), (MEDIUM, 0.8, 0)]),
+             make_prediction(9, SIZE, [([50, 0, 150, 62], 0.7, 1)])]
+    results = predictions_to_coco_results(preds, [2, 4])
+    m = evaluate_results(three_sizes(), results)
+    for t in IOU_TYPES:
+        alone = {}
+        for cat in (2, 4):
+            ev = COCOeval(three_sizes(), three_sizes().loadRes([dict(r) for r in results]), t)
+            ev.params.catIds = [cat]
+            with contextlib.redirect_stdout(io.StringIO()):
+                ev.evaluate(), ev.accumulate(), ev.summarize()
+            alone[f"{t}_AP/c{cat}"] = 100.0 * ev.stats[0]
+        c4 = 100.0 * 3 / 10 * 51 / 101
+        assert alone == pytest.approx({f"{t}_AP/c2": 50.0, f"{t}_AP/c4": c4})
+        assert {k: m[k] for k in alone} == pytest.approx(alone)
+        assert m[f"{t}/AP"] == pytest.approx((50.0 + c4) / 2)  # the summary is their mean
+    table = write_per_class_csv(m, tmp_path / "per_class_ap.csv").read_text()
+    assert table == "class,segm_AP,bbox_AP\nc2,50.00,50.00\nc4,15.15,15.15\n"
+
+
+def test_class_names_become_safe_metric_names():
+    assert class_key("segm", "traffic light") == "segm_AP/traffic light"
+    assert class_key("bbox", "hot-dog (big)") == "bbox_AP/hot-dog _big_"
+    coco = make_coco({1: SIZE}, [1, 2], [{"image_id": 1, "category_id": 1, "box": MEDIUM},
+                                         {"image_id": 1, "category_id": 2, "box": SMALL}])
+    for cat in coco.dataset["categories"]:
+        cat["name"] = "a+b" if cat["id"] == 1 else "a*b"  # both clean to "a_b"
+    coco.createIndex()
+    m = evaluate_predictions(coco, [make_prediction(1, SIZE, [(MEDIUM, 0.9, 0)])], [1, 2])
+    assert (m["segm_AP/a_b"], m["segm_AP/a_b_2"]) == (pytest.approx(100.0), 0.0)
 
 
 def test_no_ground_truth_at_all():
