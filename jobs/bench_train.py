@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
+    if cfg.data.source == "parquet":  # as a training driver does: the tables, once, before the workers
+        from pipeline.data.precompute import ensure_precomputed
+
+        ensure_precomputed(cfg.data)
     if args.eval:
         r = bench_eval(cfg, args.iters, args.warmup)
         print(f"one evaluation of {r['images']} validation images: {r['eval_s']:.2f} s on {r['threads']} "

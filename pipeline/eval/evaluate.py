@@ -36,6 +36,7 @@ from model.anchors import count_anchors, pyramid_sizes
 from pipeline.config import Config, EvalConfig, apply_overrides
 from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, check_paths, collate
+from pipeline.data.precompute import ensure_precomputed
 from pipeline.eval import image_eval
 from pipeline.eval.coco_eval import evaluate_per_image, predictions_to_coco_results, write_results_json
 from pipeline.eval.model_files import build_model, read_config, read_state_dict, unwrap
@@ -94,7 +95,7 @@ def write_overlays(model: nn.Module, dataset: InstanceDataset, count: int, out_d
     paths = []
     for i in range(min(count, len(dataset))):
         item = dataset[i]
-        record = dataset.records[i]
+        record = dataset.record(i)
         pred = predict(model, item["image"][None].to(device), [item["orig_size"]], eval_cfg, amp)[0]
         paths.append(save_overlay(out_dir / OVERLAY_DIR / f"{item['image_id']}.png",
                                   load_image(record.path, record.image_id), pred,
@@ -115,7 +116,7 @@ def shard_batches(n: int, batch_size: int, rank: int, world: int) -> list[int]:
 def in_dataset_order(dataset: InstanceDataset, results: list[dict]) -> list[dict]:
     """`results` stably sorted by their image's position in the dataset: the order one process
     produces, which COCOeval's tie-breaking between equal scores depends on."""
-    position = {int(r.image_id): i for i, r in enumerate(dataset.records)}
+    position = {int(image_id): i for i, image_id in enumerate(dataset.image_ids)}
     return sorted(results, key=lambda r: position[int(r["image_id"])])
 
 
@@ -173,6 +174,8 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     cfg = apply_overrides(cfg, list(overrides))
     check_paths(cfg.data)
+    if cfg.data.source == "parquet":
+        ensure_precomputed(cfg.data)  # a dataset met for the first time: its tables, once
     dev = torch.device(device)
     model = build_model(cfg, load_pretrained=False)
     try:

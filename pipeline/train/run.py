@@ -85,7 +85,7 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     dataset_dir(cfg.data)  # generate the synthetic data once, here, not in every worker
     local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
     started = False if local else init_ray()
-    if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
+    if cfg.data.source == "parquet" or cfg.data.integrals == "parquet":  # made once, here, not per worker
         ensure_precomputed(cfg.data)
     t0 = time.time()
     try:
