@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -47,13 +46,16 @@ def _polygon(rng, cx, cy, radius, n, h, w) -> list[float]:
     return np.round(np.stack([xs, ys], 1).reshape(-1), 2).tolist()  # [x0, y0, x1, y1, ...]
 
 
-def _annotation(rng, ann_id, image_id, h, w, mask_utils) -> dict:
+def _annotation(rng, ann_id, image_id, h, w, mask_utils) -> dict | None:
+    """One random instance; None for a polygon too thin to cover a pixel (drawn again)."""
     side = float(np.clip(np.exp(rng.normal(SIDE_LOG_MEAN, SIDE_LOG_STD)), 3, 0.9 * min(h, w)))
     radius = min(side / np.sqrt(np.pi) * 1.15, min(h, w) / 2 - 1)  # the jagged polygon covers ~side² px
     cx, cy = rng.uniform(radius, w - radius), rng.uniform(radius, h - radius)
     n = int(np.clip(np.exp(rng.normal(VERTEX_LOG_MEDIAN, VERTEX_LOG_STD)) * (1 + side / 300), 3, 600))
     poly = _polygon(rng, cx, cy, radius, n, h, w)
     rle = mask_utils.merge(mask_utils.frPyObjects([poly], h, w))
+    if mask_utils.area(rle) == 0:
+        return None
     crowd = rng.random() < CROWD_FRACTION
     seg = [poly]
     if crowd:  # COCO stores crowd regions as uncompressed RLE (column-major run lengths)
@@ -96,7 +98,10 @@ def generate(root: str, images: int, seed: int = 0) -> str:
             os.symlink(templates[(h, w)], link)
         data["images"].append({"id": image_id, "file_name": name, "height": h, "width": w})
         for _ in range(counts[image_id - 1]):
-            data["annotations"].append(_annotation(rng, len(data["annotations"]) + 1, image_id, h, w, mask_utils))
+            ann = None
+            while ann is None:
+                ann = _annotation(rng, len(data["annotations"]) + 1, image_id, h, w, mask_utils)
+            data["annotations"].append(ann)
     tmp = json_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, separators=(",", ":"))
@@ -104,20 +109,21 @@ def generate(root: str, images: int, seed: int = 0) -> str:
     return json_path
 
 
-def _data_config(root: str, source: str):
+def _data_config(root: str, json_name: str, source: str):
     from pipeline.config import DataConfig
 
-    return DataConfig(data_dir=root, train_json="annotations/train.json", val_json="annotations/train.json",
-                      source=source, parquet_dir=os.path.join(root, "parquet"), parquet_images_per_shard=64)
+    tables = os.path.join(root, "parquet-" + json_name.removesuffix(".json"))
+    return DataConfig(data_dir=root, train_json=f"annotations/{json_name}", val_json=f"annotations/{json_name}",
+                      source=source, parquet_dir=tables, parquet_images_per_shard=64)
 
 
-def startup(root: str, source: str) -> dict:
+def startup(root: str, json_name: str, source: str) -> dict:
     """One worker's start-up on `source` (run in a fresh process): seconds and memory."""
     import psutil
 
     from pipeline.data.datasets import build_dataset
 
-    cfg = _data_config(root, source)
+    cfg = _data_config(root, json_name, source)
     proc = psutil.Process()
     before = proc.memory_info().rss
     t0 = time.perf_counter()
@@ -127,56 +133,71 @@ def startup(root: str, source: str) -> dict:
     return {"source": source, "seconds": seconds, "images": len(ds),
             "instances_read": int(sum(len(r) for r in records)),
             "rss_added_mb": (proc.memory_info().rss - before) / 2**20,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM; getrusage's ru_maxrss would carry the parent's over exec)."""
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kb / 2**10
 
 
 def subset_json(json_path: str, images: int) -> str:
-    """The first `images` images of the file and their annotations, next to it."""
+    """The first `images` images of the file and their annotations, next to it (the file
+    itself when it has no more)."""
     out = json_path.replace(".json", f"_first{images}.json")
-    if not os.path.exists(out):
-        with open(json_path) as f:
-            data = json.load(f)
-        data["images"] = data["images"][:images]
-        keep = {im["id"] for im in data["images"]}
-        data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-        with open(out, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
+    if images >= COCO_IMAGES or os.path.exists(out):
+        return json_path if images >= COCO_IMAGES else out
+    with open(json_path) as f:
+        data = json.load(f)
+    data["images"] = data["images"][:images]
+    keep = {im["id"] for im in data["images"]}
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    with open(out, "w") as f:
+        json.dump(data, f, separators=(",", ":"))
     return out
 
 
-def bench_precompute(root: str, json_path: str, subset: int) -> dict:
-    """Instances/s of the precompute with 1 and 2 Ray workers on a subset; then the full tables."""
+def bench_precompute(root: str, json_path: str, workers: int) -> dict:
+    """Instances/s of the precompute with `workers` Ray workers, into a fresh directory."""
     import tempfile
 
     from pipeline.data.precompute import precompute
 
-    image_root = os.path.join(root, "images")
-    small = subset_json(json_path, subset)
-    out = {}
-    for workers in (1, 2):
-        with tempfile.TemporaryDirectory() as d:
-            r = precompute(small, image_root, d, num_workers=workers, progress=False)
-        out[f"workers_{workers}"] = {"instances": r.rows_written, "seconds": r.seconds,
-                                     "instances_per_second": r.instances_per_second}
+    with tempfile.TemporaryDirectory() as d:
+        r = precompute(json_path, os.path.join(root, "images"), d, num_workers=workers, progress=False)
+    return {"workers": workers, "instances": r.rows_written, "seconds": r.seconds,
+            "instances_per_second": r.instances_per_second}
+
+
+def make_tables(root: str, json_name: str) -> dict:
+    """The tables the Parquet route reads (resumable: finished shards are kept)."""
+    from pipeline.data.precompute import precompute_splits
+
     t0 = time.perf_counter()
-    full = precompute(json_path, image_root, os.path.join(root, "parquet", "train"), num_workers=2,
-                      progress=True)
-    out["full"] = {"instances": full.rows, "written": len(full.written), "ray_seconds": full.seconds,
-                   "wall_seconds": time.perf_counter() - t0, "bytes": full.bytes}
-    return out
+    result = precompute_splits(_data_config(root, json_name, "parquet"), ["train"], progress=True)["train"]
+    return {"instances": result.rows, "written_shards": len(result.written), "ray_seconds": result.seconds,
+            "wall_seconds": time.perf_counter() - t0, "bytes": result.bytes}
 
 
-def report(pre: dict, routes: dict) -> str:
-    c, p = routes["coco"], routes["parquet"]
+def measure_startup(root: str, json_name: str, source: str) -> dict:
+    child = subprocess.run([sys.executable, "-m", "jobs.bench_startup", "--root", root, "--startup", source,
+                            "--json-name", json_name], check=True, capture_output=True, text=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def report(out: dict) -> str:
+    c, p = out["coco"], out["parquet"]
     lines = ["| route | start-up s | RSS added MB | peak RSS MB |", "|---|---|---|---|"]
     for r in (c, p):
         lines.append(f"| {r['source']} | {r['seconds']:.2f} | {r['rss_added_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
     lines += ["", f"Parquet / JSON: time {p['seconds'] / c['seconds']:.3f}, RSS added "
               f"{p['rss_added_mb'] / max(c['rss_added_mb'], 1e-9):.3f}, peak {p['peak_rss_mb'] / c['peak_rss_mb']:.3f}"]
-    for k in ("workers_1", "workers_2"):
-        if k in pre:
-            lines.append(f"precompute, {k.replace('_', ' ')}: {pre[k]['instances_per_second']:.0f} instances/s "
-                         f"({pre[k]['instances']} instances)")
+    for k in ("precompute_1", "precompute_2"):
+        if k in out:
+            lines.append(f"precompute, {out[k]['workers']} Ray worker(s): {out[k]['instances_per_second']:.0f} "
+                         f"instances/s ({out[k]['instances']} instances)")
     return "\n".join(lines)
 
 
@@ -184,24 +205,37 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.bench_startup", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="/tmp/maskaware-coco-scale", help="where the data go (default: %(default)s)")
-    p.add_argument("--images", type=int, default=COCO_IMAGES, help="images (default: COCO train2017's %(default)s)")
-    p.add_argument("--subset", type=int, default=3000, help="images of the throughput runs (default: %(default)s)")
-    p.add_argument("--skip-precompute", action="store_true", help="tables already made: measure start-up only")
+    p.add_argument("--images", type=int, default=COCO_IMAGES,
+                   help="images of the start-up measurement: the first N of the file (default: all)")
+    p.add_argument("--subset", type=int, default=1000, help="images of the throughput runs (default: %(default)s)")
+    p.add_argument("--routes", default="parquet,coco", help="routes to measure (default: %(default)s)")
+    p.add_argument("--no-throughput", action="store_true", help="skip the 1- and 2-worker throughput runs")
     p.add_argument("--startup", choices=("coco", "parquet"), help=argparse.SUPPRESS)  # the child process
+    p.add_argument("--json-name", default="train.json", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.startup:
-        print(json.dumps(startup(args.root, args.startup)))
+        print(json.dumps(startup(args.root, args.json_name, args.startup)))
         return 0
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster
-    json_path = generate(args.root, args.images)
-    pre = {} if args.skip_precompute else bench_precompute(args.root, json_path, args.subset)
-    routes = {}
-    for source in ("parquet", "coco"):
-        child = subprocess.run([sys.executable, "-m", "jobs.bench_startup", "--root", args.root,
-                                "--startup", source], check=True, capture_output=True, text=True)
-        routes[source] = json.loads(child.stdout.strip().splitlines()[-1])
-    print(report(pre, routes))
-    print(json.dumps({"precompute": pre, "startup": routes, "load": os.getloadavg()}, indent=1))
+    json_path = generate(args.root, COCO_IMAGES)
+    out = {"load_before": os.getloadavg()}
+    if not args.no_throughput:
+        small = subset_json(json_path, args.subset)
+        for workers in (1, 2):
+            out[f"precompute_{workers}"] = bench_precompute(args.root, small, workers)
+            print(json.dumps(out[f"precompute_{workers}"]), flush=True)
+    name = os.path.basename(subset_json(json_path, args.images))
+    routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+    if "parquet" in routes:
+        out["tables"] = make_tables(args.root, name)
+        print(json.dumps(out["tables"]), flush=True)
+    for source in routes:
+        out[source] = measure_startup(args.root, name, source)
+        print(json.dumps(out[source]), flush=True)
+    out["load_after"] = os.getloadavg()
+    if "coco" in out and "parquet" in out:
+        print(report(out))
+    print(json.dumps(out, indent=1))
     return 0
 
 

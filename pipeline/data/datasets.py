@@ -250,9 +250,10 @@ def check_paths(data_cfg) -> None:
 
 
 def parquet_split_dir(data_cfg, split: str) -> str:
-    """Where the precomputed tables of a split live: `parquet_dir/<split>`."""
+    """Where the precomputed tables of a split live: `parquet_dir/<split>` (a path or a URI)."""
     root = data_cfg.parquet_dir or os.path.join(dataset_dir(data_cfg), "parquet")
-    return os.path.join(os.path.expanduser(root), split)
+    base, _, query = root.partition("?")  # s3://bucket/prefix?endpoint_override=…: options stay last
+    return os.path.join(os.path.expanduser(base), split) + (f"?{query}" if query else "")
 
 
 def load_split(data_cfg, split: str) -> CocoDataset:

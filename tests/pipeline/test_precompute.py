@@ -1,5 +1,4 @@
 import json
-import logging
 import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster (notes/ecosystem §8)
@@ -18,14 +17,6 @@ from pipeline.data.coco import decode_masks, load_coco
 from pipeline.data.datasets import InstanceDataset
 from pipeline.data.instance_table import SCHEMA, InstanceStore, validate_table
 from pipeline.data.synthetic import generate
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
-             logging_level=logging.WARNING, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The Parquet route (`data.source = "parquet"`) against the JSON route: same records, samples,
 augmentation draws, assignments and AP; unreadable images met by the precompute, by file."""
 import json
-import logging
 import os
 import shutil
 
@@ -9,7 +8,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster 
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from assigners import ASSIGNERS
@@ -23,14 +21,6 @@ from pipeline.eval.coco_eval import evaluate_per_image
 from pipeline.report.anchor_grids import input_anchors
 
 SIZE = 96
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
-             logging_level=logging.WARNING, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _with_crowd_and_shuffled_order(json_path: str) -> None:
@@ -125,6 +115,38 @@ def test_tables_behind_a_uri_read_the_same(routes):
     np.testing.assert_array_equal(by_uri.records[3].boxes, tables.records[3].boxes)
     with pytest.raises(ValueError, match="jobs.precompute"):
         TableSource(str(root / "nowhere"), tables.image_root)
+
+
+def test_tables_in_an_object_store_read_the_same(routes, monkeypatch):
+    """s3:// through a real S3 API (moto's server on 127.0.0.1), the split dir built from the config."""
+    import boto3
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    from pipeline.config import DataConfig
+    from pipeline.data.datasets import parquet_split_dir
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    _, tables, root = routes
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="tables")
+        options = f"?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        fs, _ = pafs.FileSystem.from_uri(f"s3://tables{options}")
+        pafs.copy_files(str(root / "pq"), "tables/coco/train", destination_filesystem=fs)
+        uri = parquet_split_dir(DataConfig(parquet_dir=f"s3://tables/coco{options}"), "train")
+        remote = TableSource(uri, tables.image_root)
+        np.testing.assert_array_equal(remote.image_ids, tables.image_ids)
+        for i in (0, 4, 8):
+            np.testing.assert_array_equal(remote.records[i].ann_ids, tables.records[i].ann_ids)
+        theirs = tables.coco.dataset["annotations"]  # COCOeval has added its own keys to these
+        assert remote.coco.dataset["annotations"] == [{k: a[k] for k in mine} for a, mine in
+                                                      zip(theirs, remote.coco.dataset["annotations"])]
+    finally:
+        server.stop()
 
 
 def _truncate(path: str) -> None:
