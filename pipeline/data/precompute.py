@@ -160,7 +160,7 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     manifest["shards"] = {name: sum(r for _, r in info["kept"]) for name, info in zip(names, infos)}
     _write_image_table(out_dir, images, infos, source)
     write_manifest(out_dir, manifest)
-    _check_directory(out_dir, manifest)
+    _check_directory(out_dir)
     result.rows = sum(manifest["shards"].values())
     result.bytes = sum(os.path.getsize(os.path.join(out_dir, s)) for s in names)
     result.written.sort()
@@ -188,7 +188,7 @@ def _write_image_table(out_dir: str, images: list[dict], infos: list[dict], sour
     write_validated(table, os.path.join(out_dir, IMAGES_FILE), lambda t, where: None)
 
 
-def _check_directory(out_dir: str, manifest: dict) -> None:
+def _check_directory(out_dir: str) -> None:
     """Read every shard back (schema, contiguity per image) and check the totals."""
     store = InstanceStore(out_dir)
     expected = int(pq.read_table(os.path.join(out_dir, IMAGES_FILE), columns=["instances"])
