@@ -1,5 +1,5 @@
-"""The per-instance Parquet table: its schema (the one place it is written down), how a row is
-computed from an image record, validation, and the reader the data loaders use.
+"""The per-instance Parquet table: its schema (the one place it is written down), how the rows
+of an image are computed from its annotations, validation, and the reader of integrals.
 
 One row per annotation the dataset keeps (crowd regions included: evaluation needs them as
 ignore regions), rows grouped by image in annotation-file order, images in dataset order;
