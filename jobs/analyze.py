@@ -23,7 +23,8 @@ import sys
 from dataclasses import replace
 
 from pipeline.data.datasets import SPLITS, dataset_dir, split_paths
-from pipeline.data.precompute import MANIFEST, precompute
+from pipeline.data.precompute import precompute
+from pipeline.data.table_dir import MANIFEST
 from pipeline.presets import get_preset
 from pipeline.report.analysis import analyze
 

@@ -112,7 +112,8 @@ def bench_a_vs_b(source, parquet_dirs: dict[str, str], scale: int, seed: int) ->
     t_a = {layout: [] for layout in stores}
     t_assign_a, t_assign_b = [], []
     same_anchor, total_anchor, same_pos, union_pos, images_same, positives = 0, 0, 0, 0, 0, 0
-    for index, record in enumerate(ds.records):
+    records = [ds.record(i) for i in range(len(ds))]
+    for index, record in enumerate(records):
         image = load_image(record.path, record.image_id)
         rng = np.random.default_rng([seed, 0, index])
         t0 = time.perf_counter()
@@ -147,9 +148,9 @@ def bench_a_vs_b(source, parquet_dirs: dict[str, str], scale: int, seed: int) ->
         positives += int((mb != BACKGROUND).sum())
         images_same += bool(same.all())
     ms = lambda xs: 1e3 * float(np.mean(xs))  # noqa: E731
-    n = len(ds.records)
+    n = len(records)
     return {
-        "images": n, "gts": int(sum(len(r) for r in ds.records)), "anchors_per_image": int(anchors.shape[0]),
+        "images": n, "gts": int(sum(len(r) for r in records)), "anchors_per_image": int(anchors.shape[0]),
         "positives_per_image_b": positives / n,
         "augment_ms": ms(t_aug), "integrals_b_ms": ms(t_b), "integrals_b_from_masks_ms": ms(t_from_masks),
         **{f"integrals_a_{layout}_ms": ms(v) for layout, v in t_a.items()},

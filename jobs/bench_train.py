@@ -254,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     base = list(TABLE3_OVERRIDES) if args.table3 else []
     cfg = apply_overrides(get_preset(args.preset), base + args.overrides)
+    if cfg.data.source == "parquet":  # as a training driver does: the tables, once, before the workers
+        from pipeline.data.precompute import ensure_precomputed
+
+        ensure_precomputed(cfg.data)
     if args.table3:
         rows = table3(cfg, args.iters, args.warmup, torch.device(args.device))
     elif args.eval:

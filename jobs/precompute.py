@@ -6,7 +6,9 @@ image) of a COCO-format dataset with Ray Data.
 DIR holds annotations/{train,val}.json and images/ (the layout `jobs.synth` writes; other
 layouts via --set data.train_json=… data.val_json=… data.image_root=…). Without --data, the built-in synthetic
 dataset of the chosen preset is used (generated on first use). Tables of a split go to
-OUT/<split>/shard-*.parquet. Rerunning skips finished shards. Uses the Ray cluster in
+OUT/<split>/shard-*.parquet and OUT/<split>/images.parquet. Every image is decoded once: an
+unreadable one is an error naming its file (or, with data.skip_invalid=true, left out and
+reported). Rerunning skips finished shards. Uses the Ray cluster in
 RAY_ADDRESS if set, else starts a local one with data.precompute_workers CPUs.
 """
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 from pipeline.config import DataConfig, apply_overrides
 from pipeline.data.datasets import SPLITS
 from pipeline.data.instance_table import LAYOUTS
-from pipeline.data.precompute import precompute_splits, result_summary, verify
+from pipeline.data.precompute import precompute_splits, result_summary
+from pipeline.data.table_dir import verify
 from pipeline.presets import get_preset
 
 

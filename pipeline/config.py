@@ -69,6 +69,9 @@ class DataConfig:
     augment: bool = True
     min_box_size: float = 4.0
     skip_invalid: bool = False
+    # "parquet": read the precomputed tables (made on first use, like the synthetic data);
+    # "coco": parse the JSON in every worker. Same samples and results (tests/pipeline/test_table_source.py).
+    source: str = "parquet"
     # Decode every image while loading the annotations (catches truncated files up front; slow on
     # COCO). Existence, format and size are always checked from the file header.
     verify_images: bool = False

@@ -67,16 +67,23 @@ class ImageRecord:
 def instance_rles(record: ImageRecord) -> list[dict]:
     """Compressed RLEs (pycocotools form, `counts` bytes), one per instance of `record`."""
     h, w = record.height, record.width
-    return [_to_rle(seg, h, w) for seg in record.segmentations]
+    return [to_rle(seg, h, w) for seg in record.segmentations]
 
 
-def _to_rle(seg, h: int, w: int) -> dict:
+def to_rle(seg, h: int, w: int) -> dict:
     if isinstance(seg, list):  # polygons: one object may have several parts
         return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
     if isinstance(seg["counts"], list):  # uncompressed RLE
         return mask_utils.frPyObjects(seg, h, w)
     counts = seg["counts"]
     return {"size": list(seg["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+
+
+def xyxy_boxes(anns: list[dict]) -> np.ndarray:
+    """float32 [G, 4] xyxy boxes of annotations (their xywh `bbox`), in float32 arithmetic."""
+    boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)  # [G, 4] xywh
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
 
 
 def decode_masks(record: ImageRecord) -> np.ndarray:
@@ -97,6 +104,15 @@ def load_image(path: str, image_id: int | None = None) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{where}: cannot decode ({e})") from None
+
+
+def load_checked_image(path: str, image_id: int, height: int, width: int) -> np.ndarray:
+    """`load_image`, and a ValueError naming the file when its size is not the annotated one."""
+    image = load_image(path, image_id)
+    if image.shape[:2] != (height, width):
+        raise ValueError(f"image {path} (image id={image_id}) is {image.shape[1]}x{image.shape[0]}, "
+                         f"the annotations say {width}x{height}")
+    return image
 
 
 @dataclass
@@ -130,6 +146,14 @@ class CocoDataset:
     @property
     def num_classes(self) -> int:
         return len(self.categories)
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        return np.array([r.image_id for r in self.records], dtype=np.int64)
+
+    @property
+    def instance_counts(self) -> np.ndarray:
+        return np.array([len(r) for r in self.records], dtype=np.int64)
 
     @property
     def category_names(self) -> list[str]:
@@ -216,7 +240,7 @@ def _completed(a: dict, h: int, w: int) -> dict:
     """The annotation with `bbox`, `area` and `iscrowd` filled in when the file left them out."""
     if "bbox" in a and "area" in a and "iscrowd" in a:
         return a
-    rle = _to_rle(a["segmentation"], h, w)
+    rle = to_rle(a["segmentation"], h, w)
     return dict(a, bbox=a.get("bbox", [float(v) for v in mask_utils.toBbox(rle)]),
                 area=a.get("area", float(mask_utils.area(rle))), iscrowd=a.get("iscrowd", 0))
 
@@ -230,8 +254,7 @@ def _records(images: dict[int, dict], anns: list[dict], cat_to_label: dict[int, 
     records = []
     for image_id, im in images.items():
         items = per_image[image_id]
-        boxes = np.array([a["bbox"] for a in items], dtype=np.float32).reshape(-1, 4)  # [G, 4] xywh
-        boxes[:, 2:] += boxes[:, :2]  # -> xyxy
+        boxes = xyxy_boxes(items)
         records.append(ImageRecord(
             image_id=image_id, path=os.path.join(image_root, im["file_name"]),
             height=im["height"], width=im["width"],

@@ -32,6 +32,7 @@ whatever the number of loader workers.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterator, NamedTuple
 
@@ -40,17 +41,22 @@ import torch
 
 from assigners import MaskIntegrals
 from pipeline.data.augment import AugmentParams, Sample, transform
-from pipeline.data.coco import CocoDataset, ImageRecord, instance_rles, load_coco, load_image
+from pipeline.data.coco import CocoDataset, ImageRecord, instance_rles, load_checked_image, load_coco
 from pipeline.data.instance_table import InstanceStore, region_integral
 from pipeline.data.synthetic import ensure_synthetic
+from pipeline.data.table_source import TableSource
 
 INTEGRAL_SOURCES = ("loader", "parquet")
+SOURCES = ("parquet", "coco")  # DataConfig.source: the precomputed tables, or the COCO JSON itself
+BAD_IMAGE = "bad_image"  # key of the stand-in for a sample whose image could not be read
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 
 
 class Batch(NamedTuple):
     images: torch.Tensor  # float32 [B, 3, S, S]
     targets: list[dict]
+    bad_images: int = 0  # training samples left out: their image could not be read
 
 
 class InstanceDataset:
@@ -60,7 +66,7 @@ class InstanceDataset:
     randomness from (seed, epoch, index).
     """
 
-    def __init__(self, source: CocoDataset, params: AugmentParams, integrals: str = "loader",
+    def __init__(self, source: CocoDataset | TableSource, params: AugmentParams, integrals: str = "loader",
                  parquet_dir: str | None = None, keep_empty: bool | None = None):
         if integrals not in INTEGRAL_SOURCES:
             raise ValueError(f"integrals must be one of {INTEGRAL_SOURCES}, got {integrals!r}")
@@ -75,7 +81,9 @@ class InstanceDataset:
         self.parquet_dir = parquet_dir
         # training skips images without ground truth (mmdetection's filter_empty_gt); evaluation keeps them
         keep_empty = (not params.train) if keep_empty is None else keep_empty
-        self.records: list[ImageRecord] = [r for r in source.records if keep_empty or len(r) > 0]
+        counts = source.instance_counts  # [N] per image of the source
+        self._positions = np.arange(len(counts)) if keep_empty else np.flatnonzero(counts > 0)
+        self.image_ids: np.ndarray = source.image_ids[self._positions]  # [len(self)] int64
         self._store: InstanceStore | None = None  # opened lazily, once per worker process
 
     # evaluation helpers ------------------------------------------------------------------
@@ -97,16 +105,23 @@ class InstanceDataset:
 
     # dataset protocol --------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self._positions)
+
+    def record(self, index: int) -> ImageRecord:
+        return self.source.records[int(self._positions[index])]
 
     def __getitem__(self, key) -> dict:
         index, seed, epoch = (key, 0, 0) if isinstance(key, (int, np.integer)) else key
-        record = self.records[int(index)]
+        record = self.record(int(index))
         rng = np.random.default_rng([seed, epoch, int(index)]) if self.params.train else None
-        image = load_image(record.path, record.image_id)
-        if image.shape[:2] != (record.height, record.width):
-            raise ValueError(f"image {record.path} (image id={record.image_id}) is {image.shape[1]}x"
-                             f"{image.shape[0]}, the annotations say {record.width}x{record.height}")
+        try:
+            image = load_checked_image(record.path, record.image_id, record.height, record.width)
+        except ValueError as e:
+            if not self.params.train:  # evaluation needs every image: its numbers would change
+                raise
+            # gone bad since the precompute checked it (storage): this sample only; counted per batch
+            log.warning("skipping a training sample: %s", e)
+            return {BAD_IMAGE: record.path}
         sample = transform(image, instance_rles(record), record.labels, record.boxes, self.params, rng)
         return self._item(record, sample)
 
@@ -152,8 +167,12 @@ def integrals_from_sample(sample: Sample) -> MaskIntegrals:
 
 
 def collate(items: list[dict]) -> Batch:
-    images = torch.stack([it.pop("image") for it in items])  # [B, 3, S, S]
-    return Batch(images=images, targets=items)
+    """Stack the samples; samples whose image could not be read are left out and counted."""
+    good = [it for it in items if BAD_IMAGE not in it]
+    if not good:
+        raise ValueError("every image of a batch is unreadable: " + ", ".join(it[BAD_IMAGE] for it in items))
+    images = torch.stack([it.pop("image") for it in good])  # [B', 3, S, S]
+    return Batch(images=images, targets=good, bad_images=len(items) - len(good))
 
 
 def batch_to(batch: Batch, device: torch.device | str) -> Batch:
@@ -164,7 +183,7 @@ def batch_to(batch: Batch, device: torch.device | str) -> Batch:
         for k, v in t.items():
             moved[k] = v.to(device) if isinstance(v, (torch.Tensor, MaskIntegrals)) else v
         targets.append(moved)
-    return Batch(images=batch.images.to(device), targets=targets)
+    return Batch(images=batch.images.to(device), targets=targets, bad_images=batch.bad_images)
 
 
 class ShardedSampler:
@@ -231,9 +250,10 @@ def check_paths(data_cfg) -> None:
 
 
 def parquet_split_dir(data_cfg, split: str) -> str:
-    """Where the precomputed tables of a split live: `parquet_dir/<split>`."""
+    """Where the precomputed tables of a split live: `parquet_dir/<split>` (a path or a URI)."""
     root = data_cfg.parquet_dir or os.path.join(dataset_dir(data_cfg), "parquet")
-    return os.path.join(os.path.expanduser(root), split)
+    base, _, query = root.partition("?")  # s3://bucket/prefix?endpoint_override=…: options stay last
+    return os.path.join(os.path.expanduser(base), split) + (f"?{query}" if query else "")
 
 
 def load_split(data_cfg, split: str) -> CocoDataset:
@@ -244,6 +264,16 @@ def load_split(data_cfg, split: str) -> CocoDataset:
                      verify_images=data_cfg.verify_images)
 
 
+def load_source(data_cfg, split: str) -> CocoDataset | TableSource:
+    """A split as `data_cfg.source` says: its precomputed tables (made by `jobs.precompute`, or by
+    the training driver on first use) or its COCO JSON, parsed here."""
+    if data_cfg.source not in SOURCES:
+        raise ValueError(f"data.source must be one of {SOURCES}, got {data_cfg.source!r}")
+    if data_cfg.source == "coco":
+        return load_split(data_cfg, split)
+    return TableSource(parquet_split_dir(data_cfg, split), split_paths(data_cfg, split)[1])
+
+
 def build_dataset(data_cfg, split: str) -> InstanceDataset:
     """One split's dataset: "train" augments (when `data_cfg.augment`) and leaves out images
     without annotations; "val" is resize-only and keeps every image."""
@@ -251,7 +281,7 @@ def build_dataset(data_cfg, split: str) -> InstanceDataset:
     params = AugmentParams(scale=data_cfg.scale, train=train and data_cfg.augment,
                            min_box_size=data_cfg.min_box_size)
     parquet = parquet_split_dir(data_cfg, split) if data_cfg.integrals == "parquet" else None
-    return InstanceDataset(load_split(data_cfg, split), params, data_cfg.integrals, parquet,
+    return InstanceDataset(load_source(data_cfg, split), params, data_cfg.integrals, parquet,
                            keep_empty=not train)
 
 

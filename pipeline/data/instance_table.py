@@ -1,19 +1,23 @@
-"""The per-instance Parquet table: its schema (the one place it is written down), how a row is
-computed from an image record, validation, and the reader the data loaders use.
+"""The per-instance Parquet table: its schema (the one place it is written down), how the rows
+of an image are computed from its annotations, validation, and the reader of integrals.
 
-One row per non-crowd instance, rows grouped by image in record order (`instance` = the index
-of the instance in its `ImageRecord`), images in dataset order:
+One row per annotation the dataset keeps (crowd regions included: evaluation needs them as
+ignore regions), rows grouped by image in annotation-file order, images in dataset order;
+`instance` is the index of a non-crowd row in its `ImageRecord` (-1 for a crowd region):
 
 | column       | type                 | meaning |
 |--------------|----------------------|---------|
 | image_id     | int64                | the dataset's image id |
-| instance     | int32                | index of the instance within its image |
+| instance     | int32                | index of the instance within its image; -1: crowd |
+| iscrowd      | bool                 | a crowd region (an ignore region for COCOeval, never a training target) |
 | ann_id       | int64                | annotation id (as in `CocoDataset.coco`) |
 | label        | int32                | contiguous label 0..C-1 |
 | category_id  | int64                | the dataset's category id |
 | image_height | int32                | H of the original image |
 | image_width  | int32                | W |
-| box          | fixed list<float32>[4] | annotation box, xyxy original pixels |
+| box          | fixed list<float32>[4] | annotation box, xyxy original pixels (as `ImageRecord.boxes`) |
+| bbox         | fixed list<float64>[4] | the annotation's own `bbox` (xywh), for evaluation |
+| ann_area     | float64              | the annotation's own `area`, for evaluation |
 | area         | int64                | mask pixels, whole mask |
 | mob          | float32              | mask-over-box ratio area / box area (0 for a degenerate box) |
 | rle          | binary               | COCO compressed RLE counts of the mask (size = H, W) |
@@ -24,6 +28,9 @@ Layouts: "integral" stores the region integrals (read = one buffer slice per ima
 compute); "rle" (the default) stores only the RLE and builds the integrals at read time: about
 110x smaller and 2-3x faster to write, for ~5 ms more per image read. See docs/benchmarks.md
 (data section) for the numbers behind the choice.
+
+The images of a split, those without annotations included, are in a second, small table
+(`IMAGE_SCHEMA`, `images.parquet`): file, size and where the image's rows are.
 """
 from __future__ import annotations
 
@@ -32,14 +39,15 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from pycocotools import mask as mask_utils
 
 from assigners import MaskIntegrals
-from pipeline.data.coco import ImageRecord, instance_rles
+from pipeline.data.coco import to_rle, xyxy_boxes
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 LAYOUTS = ("integral", "rle")
 SHARD_GLOB = "shard-*.parquet"
 PYCOCOTOOLS_AREA_CHUNK = 255
@@ -48,17 +56,33 @@ SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.int64(), nullable=False),
         pa.field("instance", pa.int32(), nullable=False),
+        pa.field("iscrowd", pa.bool_(), nullable=False),
         pa.field("ann_id", pa.int64(), nullable=False),
         pa.field("label", pa.int32(), nullable=False),
         pa.field("category_id", pa.int64(), nullable=False),
         pa.field("image_height", pa.int32(), nullable=False),
         pa.field("image_width", pa.int32(), nullable=False),
         pa.field("box", pa.list_(pa.float32(), 4), nullable=False),
+        pa.field("bbox", pa.list_(pa.float64(), 4), nullable=False),
+        pa.field("ann_area", pa.float64(), nullable=False),
         pa.field("area", pa.int64(), nullable=False),
         pa.field("mob", pa.float32(), nullable=False),
         pa.field("rle", pa.binary(), nullable=False),
         pa.field("region", pa.list_(pa.int32(), 4), nullable=False),
         pa.field("integral", pa.binary(), nullable=True),
+    ],
+    metadata={"maskaware.schema_version": SCHEMA_VERSION},
+)
+IMAGE_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("file_name", pa.string(), nullable=False),  # relative to the split's image root
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),  # index of the shard file holding its rows
+        pa.field("first_row", pa.int64(), nullable=False),  # its first row in that shard
+        pa.field("rows", pa.int32(), nullable=False),  # its annotations, crowd regions included
+        pa.field("instances", pa.int32(), nullable=False),  # its non-crowd instances
     ],
     metadata={"maskaware.schema_version": SCHEMA_VERSION},
 )
@@ -80,34 +104,43 @@ def rle_areas(rles: list[dict]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def record_columns(record: ImageRecord, label_to_category: list[int], layout: str) -> dict[str, list]:
-    """The table's columns for one image record (python lists, one entry per instance)."""
+def image_columns(image: dict, anns: list[dict], cat_to_label: dict[int, int], layout: str) -> dict[str, list]:
+    """The table's columns for one image (`load_coco`'s cleaned image and annotation dicts, in
+    file order): python lists, one entry per annotation."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     cols: dict[str, list] = {f.name: [] for f in SCHEMA}
-    rles = instance_rles(record)
-    if not rles:
+    if not anns:
         return cols
+    h, w = image["height"], image["width"]
+    rles = [to_rle(a["segmentation"], h, w) for a in anns]
     decoded = mask_utils.decode(rles)  # uint8 [H, W, G], Fortran order
     bboxes = mask_utils.toBbox(rles)  # [G, 4] xywh of the mask pixels
-    for g, rle in enumerate(rles):
-        x0, y0, w, h = (int(v) for v in bboxes[g])
-        crop = decoded[y0:y0 + h, x0:x0 + w, g].astype(bool)
+    boxes = xyxy_boxes(anns)
+    instance = 0
+    for g, (a, rle) in enumerate(zip(anns, rles)):
+        x0, y0, rw, rh = (int(v) for v in bboxes[g])
+        crop = decoded[y0:y0 + rh, x0:x0 + rw, g].astype(bool)
         area = int(crop.sum())
-        box = record.boxes[g]
+        box = boxes[g]
         box_area = float((box[2] - box[0]) * (box[3] - box[1]))
-        cols["image_id"].append(int(record.image_id))
-        cols["instance"].append(g)
-        cols["ann_id"].append(int(record.ann_ids[g]))
-        cols["label"].append(int(record.labels[g]))
-        cols["category_id"].append(int(label_to_category[int(record.labels[g])]))
-        cols["image_height"].append(record.height)
-        cols["image_width"].append(record.width)
+        crowd = bool(a.get("iscrowd", 0))
+        cols["image_id"].append(int(image["id"]))
+        cols["instance"].append(-1 if crowd else instance)
+        instance += not crowd
+        cols["iscrowd"].append(crowd)
+        cols["ann_id"].append(int(a["id"]))
+        cols["label"].append(cat_to_label[a["category_id"]])
+        cols["category_id"].append(int(a["category_id"]))
+        cols["image_height"].append(h)
+        cols["image_width"].append(w)
         cols["box"].append([float(v) for v in box])
+        cols["bbox"].append([float(v) for v in a["bbox"]])
+        cols["ann_area"].append(float(a["area"]))
         cols["area"].append(area)
         cols["mob"].append(area / box_area if box_area > 0 else 0.0)
         cols["rle"].append(rle["counts"])
-        cols["region"].append([y0, x0, h, w])
+        cols["region"].append([y0, x0, rh, rw])
         cols["integral"].append(region_integral(crop).tobytes() if layout == "integral" else None)
     return cols
 
@@ -158,7 +191,8 @@ def _binary_buffers(col) -> tuple[np.ndarray, np.ndarray]:
 
 
 class InstanceStore:
-    """All shards of a precomputed directory, memory-mapped, with an image_id -> rows index.
+    """All shards of a precomputed directory, memory-mapped, with an image_id -> rows index
+    (the non-crowd rows: the instances of `ImageRecord`s).
 
     Open once per data-loading worker; `integrals(image_id)` returns the image's instances'
     MaskIntegrals in original-image coordinates, in record order.
@@ -172,7 +206,8 @@ class InstanceStore:
         for f, t in zip(files, tables):
             if not t.schema.equals(SCHEMA, check_metadata=False):
                 raise ValueError(f"{f}: schema differs from pipeline.data.instance_table.SCHEMA")
-        self.table = pa.concat_tables(tables).combine_chunks()
+        table = pa.concat_tables(tables)
+        self.table = table.filter(pc.invert(table.column("iscrowd"))).combine_chunks()
         self.parquet_dir = parquet_dir
         ids = self.table.column("image_id").to_numpy()
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)

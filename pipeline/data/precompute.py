@@ -1,51 +1,51 @@
-"""Ray Data precompute: a COCO-format split -> Parquet shards of per-instance rows
-(`pipeline.data.instance_table.SCHEMA`: mask RLE, box, area, MOB, region integral image).
+"""Ray Data precompute: a COCO-format split -> the training tables (`pipeline.data.table_dir`):
+Parquet shards of per-annotation rows (`instance_table.SCHEMA`: label, box, mask RLE, area, MOB,
+region integral image) and the images table (`instance_table.IMAGE_SCHEMA`).
 
 The only Ray Data code of the project. Steps:
-1. load and validate the split (`load_coco`), cut its image records into shards of
-   `images_per_shard` images (`shard-00007-of-00042.parquet`);
+1. load and validate the split (`load_coco`: bad records reported or skipped), cut its images
+   into shards of `images_per_shard` (`shard-00007-of-00042.parquet`);
 2. skip shards already on disk (idempotent: a shard file only ever appears complete, written to
    a temporary name, read back, validated and renamed), unless the manifest says they were
    made from other inputs or settings (then: an error, or rebuilt with `overwrite`). Each shard
-   also records the plan it was made for (`PLAN_KEYS`, in its schema metadata): a shard left by
-   an interrupted run with other settings is rewritten, and files that are not in the current
-   plan (another shard count, temporary files) are removed, so a directory never mixes plans;
+   also records the plan it was made for (`PLAN_KEYS`, in its schema metadata) and its images
+   (kept ones with their row counts, unreadable files): a shard left by an interrupted run
+   with other settings is rewritten, and files that are not in the current plan (another
+   shard count, temporary files) are removed, so a directory never mixes plans;
 3. `ray.data.from_items(one item per missing shard).map(write shard)` with `num_workers`
-   concurrent tasks; each task decodes its masks, computes the rows, writes zstd Parquet with
-   small row groups, reads it back and validates it;
-4. write `_manifest.json` and validate the directory as a whole (`InstanceStore` opens it).
+   concurrent tasks; each task decodes each of its images (an unreadable one is reported by
+   file, and its shard is written only with `skip_invalid`, without it), computes the rows,
+   writes zstd Parquet with small row groups, reads it back and validates it;
+4. raise on unreadable images (all of them named), else write `images.parquet` and
+   `_manifest.json` and validate the directory as a whole (`InstanceStore` opens it).
 
 Writing the files inside the map tasks (rather than `Dataset.write_parquet`) is what makes the
 shard names ours, hence restartable.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import pickle
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
-from pipeline.data.coco import ImageRecord, load_coco
+from pipeline.data.coco import load_checked_image, load_coco
 from pipeline.data.datasets import SPLITS, parquet_split_dir, split_paths
-from pipeline.data.instance_table import (LAYOUTS, SCHEMA_VERSION, InstanceStore, columns_to_table,
-                                          record_columns, validate_table)
+from pipeline.data.instance_table import (IMAGE_SCHEMA, LAYOUTS, SCHEMA, SCHEMA_VERSION, InstanceStore,
+                                          columns_to_table, image_columns, validate_table)
+from pipeline.data.table_dir import (IMAGES_FILE, INFO_METADATA_KEY, PLAN_METADATA_KEY, check_manifest,
+                                     fingerprint, plan_json, remove_unplanned, shard_info, shard_name, tables_current,
+                                     write_manifest, write_validated)
 from pipeline.ray_utils import start_local_ray
 
-MANIFEST = "_manifest.json"
-# What a directory's tables depend on: the manifest's and every shard's record of its plan.
-PLAN_KEYS = ("schema_version", "layout", "images_per_shard", "source_sha1", "skip_invalid", "images")
-PLAN_METADATA_KEY = b"maskaware.plan"
-ROW_GROUP_SIZE = 128  # small groups keep per-image filtered reads cheap (see ecosystem notes §4)
-COMPRESSION = "zstd"
 # Ray's object store for a cluster we start ourselves; Ray's default (30 % of RAM) is far more
 # than shards of a few MB need on a shared 2-core machine.
 OBJECT_STORE_BYTES = 512 * 1024**2
@@ -62,22 +62,11 @@ class PrecomputeResult:
     bytes: int = 0  # Parquet bytes of the whole directory
     seconds: float = 0.0  # wall time of the Ray part (what the throughput is measured on)
     validation: str = ""  # what loading the split dropped (pipeline.data.coco.ValidationReport.summary)
+    bad_images: list[str] = field(default_factory=list)  # unreadable files skipped (skip_invalid)
 
     @property
     def instances_per_second(self) -> float:
         return self.rows_written / self.seconds if self.seconds > 0 else 0.0
-
-
-def shard_name(i: int, n: int) -> str:
-    return f"shard-{i:05d}-of-{n:05d}.parquet"
-
-
-def _fingerprint(path: str) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -99,30 +88,36 @@ def ray_session(num_cpus: int | None = None, object_store_memory: int = OBJECT_S
             ray.shutdown()
 
 
-def _plan_json(manifest: dict) -> str:
-    return json.dumps({k: manifest[k] for k in PLAN_KEYS}, sort_keys=True)
+def _write_shard(item: dict, out_dir: str, image_root: str, layout: str, cat_to_label: dict[int, int],
+                 plan: str, skip_invalid: bool) -> dict:
+    """Ray Data map task: one shard of images -> a validated Parquet file recording `plan`.
 
-
-def _write_shard(item: dict, out_dir: str, layout: str, label_to_category: list[int], plan: str) -> dict:
-    """Ray Data map task: one shard of records -> a validated Parquet file recording `plan`."""
+    Every image is decoded once, here: an unreadable one is reported by file (`info["bad"]`);
+    its shard is then only written when `skip_invalid` (without that image)."""
     start = time.perf_counter()
-    records: list[ImageRecord] = pickle.loads(item["payload"])
-    cols: dict[str, list] = {}
-    for record in records:
-        for k, v in record_columns(record, label_to_category, layout).items():
-            cols.setdefault(k, []).extend(v)
+    images, anns_per_image = pickle.loads(item["payload"])
+    cols: dict[str, list] = {f.name: [] for f in SCHEMA}
+    info: dict[str, list] = {"kept": [], "bad": []}  # kept: [image id, rows]; bad: [file, why]
+    for image, anns in zip(images, anns_per_image):
+        try:
+            load_checked_image(os.path.join(image_root, image["file_name"]), image["id"],
+                               image["height"], image["width"])
+        except ValueError as e:
+            info["bad"].append([image["file_name"], str(e)])
+            continue
+        for k, v in image_columns(image, anns, cat_to_label, layout).items():
+            cols[k].extend(v)
+        info["kept"].append([image["id"], len(anns)])
+    out = {"shard": item["shard"], "rows": 0, "bytes": 0, "info": json.dumps(info)}
+    if info["bad"] and not skip_invalid:
+        return out
     table = columns_to_table(cols)
-    table = table.replace_schema_metadata({**table.schema.metadata, PLAN_METADATA_KEY: plan.encode()})
+    table = table.replace_schema_metadata({**table.schema.metadata, PLAN_METADATA_KEY: plan.encode(),
+                                           INFO_METADATA_KEY: out["info"].encode()})
     final = os.path.join(out_dir, item["name"])
-    tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-    try:
-        pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=ROW_GROUP_SIZE)
-        validate_table(pq.read_table(tmp), tmp, expected_rows=item["rows"])
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return {"shard": item["shard"], "rows": table.num_rows, "bytes": os.path.getsize(final),
+    write_validated(table, final, lambda t, where: validate_table(
+        t, where, expected_rows=sum(rows for _, rows in info["kept"])))
+    return {**out, "rows": table.num_rows, "bytes": os.path.getsize(final),
             "seconds": time.perf_counter() - start}
 
 
@@ -132,131 +127,106 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     """Write (or complete) the Parquet tables of one COCO-format split into `out_dir`.
 
     Ray is started only when a shard is missing; a cluster this call started is shut down at
-    the end unless `shutdown_ray` is False (the caller then shuts it down).
+    the end unless `shutdown_ray` is False (the caller then shuts it down). Unreadable images
+    are a ValueError naming every such file (without `skip_invalid`) after all shards ran.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if images_per_shard < 1 or num_workers < 1:
         raise ValueError(f"images_per_shard and num_workers must be >= 1, got {images_per_shard}, {num_workers}")
     source = load_coco(json_path, image_root, skip_invalid=skip_invalid)
-    records = source.records
-    n = max(1, -(-len(records) // images_per_shard))
-    chunks = [records[i * images_per_shard:(i + 1) * images_per_shard] for i in range(n)]
+    images = source.coco.dataset["images"]  # dataset order, as source.records
+    n = max(1, -(-len(images) // images_per_shard))
+    chunks = [images[i * images_per_shard:(i + 1) * images_per_shard] for i in range(n)]
+    names = [shard_name(i, n) for i in range(n)]
     manifest = {"schema_version": SCHEMA_VERSION, "layout": layout, "images_per_shard": images_per_shard,
-                "source": os.path.abspath(json_path), "source_sha1": _fingerprint(json_path),
-                "skip_invalid": skip_invalid, "images": len(records),
-                "category_names": source.category_names, "label_to_category": source.label_to_category,
-                "shards": {shard_name(i, n): sum(len(r) for r in c) for i, c in enumerate(chunks)}}
+                "source": os.path.abspath(json_path), "source_sha1": fingerprint(json_path),
+                "skip_invalid": skip_invalid, "images": len(images),
+                "category_names": source.category_names, "label_to_category": source.label_to_category}
     os.makedirs(out_dir, exist_ok=True)
-    _check_manifest(out_dir, manifest, overwrite)
-    _remove_unplanned(out_dir, manifest["shards"])
-    plan = _plan_json(manifest)
-    rows = manifest["shards"]  # {shard name: instance rows}, in shard order
-    names = list(rows)
-    done = [_shard_done(out_dir, name, rows[name], plan) for name in names]
-    todo = [i for i in range(n) if not done[i]]
-    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if done[i]],
-                              validation=source.report.summary())
+    check_manifest(out_dir, manifest, overwrite)
+    remove_unplanned(out_dir, names)
+    plan = plan_json(manifest)
+    infos = [shard_info(out_dir, name, plan) for name in names]
+    todo = [i for i in range(n) if infos[i] is None]
+    result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if infos[i] is not None])
     if todo:
-        _write_shards(todo, names, rows, chunks, out_dir, layout, source.label_to_category, plan,
-                      num_workers, shutdown_ray, progress, result)
-    _write_manifest(out_dir, manifest)
-    store = InstanceStore(out_dir)  # reads every shard back: schema, contiguity per image
-    expected = sum(manifest["shards"].values())
-    if len(store) != expected:
-        raise ValueError(f"{out_dir}: {len(store)} rows on disk, expected {expected}")
-    result.rows = expected
-    result.bytes = sum(os.path.getsize(os.path.join(out_dir, s)) for s in manifest["shards"])
+        payloads = {i: pickle.dumps((chunks[i], [source.coco.imgToAnns[im["id"]] for im in chunks[i]]))
+                    for i in todo}
+        _write_shards(todo, names, payloads, out_dir, image_root, layout, source.category_to_label, plan,
+                      skip_invalid, num_workers, shutdown_ray, progress, result, infos)
+    bad = [b for info in infos for b in info["bad"]]
+    if bad and not skip_invalid:
+        raise ValueError(f"{json_path}: {len(bad)} unreadable image(s) under {image_root} (fix or remove "
+                         f"them, or set skip_invalid): " + "; ".join(why for _, why in bad[:20]))
+    result.bad_images = [f for f, _ in bad]
+    result.validation = source.report.summary() + (f"; {len(bad)} unreadable image(s) skipped" if bad else "")
+    manifest["shards"] = {name: sum(r for _, r in info["kept"]) for name, info in zip(names, infos)}
+    _write_image_table(out_dir, images, infos, source)
+    write_manifest(out_dir, manifest)
+    _check_directory(out_dir)
+    result.rows = sum(manifest["shards"].values())
+    result.bytes = sum(os.path.getsize(os.path.join(out_dir, s)) for s in names)
     result.written.sort()
     return result
 
 
-def _write_shards(todo: list[int], names: list[str], rows: dict[str, int], chunks: list, out_dir: str,
-                  layout: str, label_to_category: list[int], plan: str, num_workers: int,
-                  shutdown_ray: bool, progress: bool, result: PrecomputeResult) -> None:
-    """The missing shards, written by `num_workers` parallel Ray Data tasks; `result` is updated."""
-    items = [{"shard": i, "name": names[i], "rows": rows[names[i]], "payload": pickle.dumps(chunks[i])}
-             for i in todo]
+def _write_image_table(out_dir: str, images: list[dict], infos: list[dict], source) -> None:
+    """`images.parquet`: every kept image in dataset order with the place of its rows."""
+    by_id = {im["id"]: im for im in images}
+    cols: dict[str, list] = {f.name: [] for f in IMAGE_SCHEMA}
+    for shard, info in enumerate(infos):
+        first = 0
+        for image_id, rows in info["kept"]:
+            im = by_id[image_id]
+            cols["image_id"].append(image_id)
+            cols["file_name"].append(im["file_name"])
+            cols["height"].append(im["height"])
+            cols["width"].append(im["width"])
+            cols["shard"].append(shard)
+            cols["first_row"].append(first)
+            cols["rows"].append(rows)
+            cols["instances"].append(sum(not a.get("iscrowd", 0) for a in source.coco.imgToAnns[image_id]))
+            first += rows
+    table = pa.Table.from_pydict(cols, schema=IMAGE_SCHEMA)
+    write_validated(table, os.path.join(out_dir, IMAGES_FILE), lambda t, where: None)
+
+
+def _check_directory(out_dir: str) -> None:
+    """Read every shard back (schema, contiguity per image) and check the totals."""
+    store = InstanceStore(out_dir)
+    expected = int(pq.read_table(os.path.join(out_dir, IMAGES_FILE), columns=["instances"])
+                   .column("instances").to_numpy().sum())
+    if len(store) != expected:
+        raise ValueError(f"{out_dir}: {len(store)} instances on disk, expected {expected}")
+
+
+def _write_shards(todo: list[int], names: list[str], payloads: dict[int, bytes], out_dir: str,
+                  image_root: str, layout: str, cat_to_label: dict[int, int], plan: str,
+                  skip_invalid: bool, num_workers: int, shutdown_ray: bool, progress: bool,
+                  result: PrecomputeResult, infos: list) -> None:
+    """The missing shards, written by `num_workers` parallel Ray Data tasks; `result` and
+    `infos` (per shard: kept images and their rows, unreadable files) are filled in."""
+    items = [{"shard": i, "name": names[i], "payload": payloads[i]} for i in todo]
     with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         start = time.perf_counter()
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            _write_shard, fn_kwargs={"out_dir": out_dir, "layout": layout,
-                                     "label_to_category": label_to_category, "plan": plan},
+            _write_shard, fn_kwargs={"out_dir": out_dir, "image_root": image_root, "layout": layout,
+                                     "cat_to_label": cat_to_label, "plan": plan,
+                                     "skip_invalid": skip_invalid},
             compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1)
         bar = tqdm(total=len(todo), desc=f"precompute {os.path.basename(out_dir) or out_dir}",
                    unit="shard", disable=not progress)
         for row in ds.iter_rows():
-            result.written.append(int(row["shard"]))
+            infos[int(row["shard"])] = json.loads(row["info"])
+            if row["bytes"]:
+                result.written.append(int(row["shard"]))
             result.rows_written += int(row["rows"])
             bar.update(1)
         bar.close()
         result.seconds = time.perf_counter() - start
-
-
-def _write_manifest(out_dir: str, manifest: dict) -> None:
-    tmp = os.path.join(out_dir, f"{MANIFEST}.tmp-{uuid.uuid4().hex}")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))  # appears complete, or not at all
-
-
-def _check_manifest(out_dir: str, manifest: dict, overwrite: bool) -> None:
-    path = os.path.join(out_dir, MANIFEST)
-    if not os.path.exists(path):
-        return
-    try:
-        with open(path) as f:
-            old = json.load(f)
-        if not isinstance(old, dict):
-            raise ValueError(f"{path} is not a JSON object")
-        changed = [k for k in PLAN_KEYS if old.get(k) != manifest[k]]
-        why = f"{', '.join(changed)} differ"
-    except ValueError:  # not JSON: damaged, or made by something else
-        changed, why = [MANIFEST], f"its {MANIFEST} is unreadable"
-    if not changed:
-        return
-    if not overwrite:
-        raise ValueError(f"{out_dir} holds tables made with other inputs or settings ({why}); "
-                         f"use another --out or --overwrite")
-    for name in os.listdir(out_dir):
-        if name.startswith("shard-") or name == MANIFEST:
-            os.remove(os.path.join(out_dir, name))
-
-
-def _remove_unplanned(out_dir: str, planned: dict[str, int]) -> None:
-    """Remove shard files that are not in the plan: an interrupted run's (another shard count,
-    or temporary files of killed tasks). The manifest check before has made sure that the
-    directory holds nothing a finished run of other settings made."""
-    for name in os.listdir(out_dir):
-        if name.startswith("shard-") and name not in planned:
-            os.remove(os.path.join(out_dir, name))
-
-
-def _shard_done(out_dir: str, name: str, rows: int, plan: str) -> bool:
-    """A complete shard of this plan: readable footer, the expected rows, the same plan recorded."""
-    path = os.path.join(out_dir, name)
-    if not os.path.exists(path):
-        return False
-    try:
-        meta = pq.read_metadata(path)
-        recorded = (meta.schema.to_arrow_schema().metadata or {}).get(PLAN_METADATA_KEY)
-    except (OSError, ValueError):
-        return False
-    return meta.num_rows == rows and recorded == plan.encode()
-
-
-def verify(out_dir: str) -> int:
-    """Fully re-validate every shard of a directory against its manifest; returns the rows."""
-    with open(os.path.join(out_dir, MANIFEST)) as f:
-        manifest = json.load(f)
-    total = 0
-    for name, rows in manifest["shards"].items():
-        path = os.path.join(out_dir, name)
-        validate_table(pq.read_table(path), path, expected_rows=rows)
-        total += rows
-    return total
 
 
 def result_summary(result: PrecomputeResult) -> dict:
@@ -297,7 +267,15 @@ def precompute_splits(data_cfg, splits=SPLITS, *, overwrite: bool = False,
 def ensure_precomputed(data_cfg, progress: bool = False) -> dict[str, str]:
     """Make sure both splits of `data_cfg` have their Parquet tables; returns split -> directory.
 
-    For `DataConfig.integrals == "parquet"`: call it once in the driver before training
-    (it uses the running Ray cluster, or starts a local one for the duration).
+    Call it once in the driver before training or evaluating from the tables (`data.source =
+    "parquet"`): splits whose tables are current (`tables_current`, no JSON parsed) are left
+    alone; the others are precomputed with the running Ray cluster, or a local one started for
+    the duration.
     """
-    return {split: result.out_dir for split, result in precompute_splits(data_cfg, progress=progress).items()}
+    settings = {"layout": data_cfg.parquet_layout, "images_per_shard": data_cfg.parquet_images_per_shard,
+                "skip_invalid": data_cfg.skip_invalid}
+    dirs = {split: parquet_split_dir(data_cfg, split) for split in SPLITS}
+    todo = [s for s in SPLITS if not tables_current(dirs[s], split_paths(data_cfg, s)[0], settings)]
+    if todo:
+        precompute_splits(data_cfg, todo, progress=progress)
+    return dirs

@@ -41,6 +41,7 @@ from model.anchors import count_anchors, pyramid_sizes
 from pipeline.config import EvalConfig
 from pipeline.data.coco import load_image
 from pipeline.data.datasets import InstanceDataset, build_dataset, collate
+from pipeline.data.precompute import ensure_precomputed
 from pipeline.eval import image_eval
 from pipeline.eval.coco_eval import (evaluate_per_image, predictions_to_coco_results, write_per_class_csv,
                                      write_results_json)
@@ -113,7 +114,7 @@ def write_overlays(model: nn.Module, dataset: InstanceDataset, count: int, out_d
     paths = []
     for i in range(min(count, len(dataset))):
         item = dataset[i]
-        record = dataset.records[i]
+        record = dataset.record(i)
         pred = predict(model, item["image"][None].to(device), [item["orig_size"]], eval_cfg, precision)[0]
         paths.append(save_overlay(out_dir / OVERLAY_DIR / f"{item['image_id']}.png",
                                   load_image(record.path, record.image_id), pred,
@@ -134,7 +135,7 @@ def shard_batches(n: int, batch_size: int, rank: int, world: int) -> list[int]:
 def in_dataset_order(dataset: InstanceDataset, results: list[dict]) -> list[dict]:
     """`results` stably sorted by their image's position in the dataset: the order one process
     produces, which COCOeval's tie-breaking between equal scores depends on."""
-    position = {int(r.image_id): i for i, r in enumerate(dataset.records)}
+    position = {int(image_id): i for i, image_id in enumerate(dataset.image_ids)}
     return sorted(results, key=lambda r: position[int(r["image_id"])])
 
 
@@ -202,6 +203,8 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
     Every problem with the inputs (no such path, not a checkpoint, a corrupt file, no config, a
     dataset that is not there) is a one-line `ValueError` before any work starts."""
     cfg, model = load_checkpoint(path, data_dir, overrides, config_file)
+    if cfg.data.source == "parquet":
+        ensure_precomputed(cfg.data)  # a dataset met for the first time: its tables, once
     dev = torch.device(device)
     model.to(dev)
     val_set = build_dataset(cfg.data, "val")  # the train split is not even read

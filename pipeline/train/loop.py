@@ -55,6 +55,7 @@ CRASH_MARKER = "crash_injected_at_{}"
 # injected crash so that the checkpoint reported just before it is registered.
 CRASH_GRACE_S = 3.0
 METRICS_FILE = "metrics.json"
+BAD_IMAGES = "bad_images"  # training samples left out because their image could not be read
 
 
 def _mean_over_ranks(stats: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
@@ -109,7 +110,8 @@ def _report(metrics: dict[str, Any], parts: WorkerParts, progress: dict[str, Any
 
 def _restore(parts: WorkerParts) -> dict[str, Any]:
     """The progress record: fresh, or the one of the checkpoint Ray handed over (then restored)."""
-    progress = {"iteration": 0, "epoch": 0, "train_time": 0.0, "skipped_steps": 0, "resumes": []}
+    progress = {"iteration": 0, "epoch": 0, "train_time": 0.0, "skipped_steps": 0, "bad_images": 0,
+                "resumes": []}
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return progress
@@ -160,6 +162,7 @@ def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_di
             _maybe_crash(cfg, it, parts.rank, run_dir)
             t0 = time.perf_counter()
             images, targets = parts.to_device(batch)
+            progress["bad_images"] = progress.get("bad_images", 0) + batch.bad_images  # older checkpoints lack it
             stats = train_step(parts.model, images, targets, parts.assign_fn, parts.optimizer,
                                losses_fn=parts.losses_fn, weights=parts.weights,
                                grad_clip=cfg.train.grad_clip, amp=cfg.train.amp)
@@ -227,7 +230,9 @@ def _window_metrics(window: list[dict[str, Any]], progress: dict[str, Any], worl
     done = [s for s in window if not s["skipped"]]
     keys = sorted({k for s in window for k in s} - {"skipped"})
     local = {k: sum(s[k] for s in done) / len(done) if done else float("nan") for k in keys}
+    local[BAD_IMAGES] = float(progress.get("bad_images", 0))  # this rank's, since the start
     mean = _mean_over_ranks(local, world, device)
+    bad_images = round(mean.pop(BAD_IMAGES) * world)  # all ranks'
     return {"iteration": progress["iteration"], "epoch": progress["epoch"],
             **{f"train/{k}": v for k, v in mean.items()},
-            "train/skipped_steps": progress["skipped_steps"]}
+            "train/skipped_steps": progress["skipped_steps"], "train/bad_images": bad_images}

@@ -96,7 +96,7 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
                              unfinished.info.run_id if unfinished else None, display_name)
     quiet_logs()
     started = False if local else init_ray()
-    if cfg.data.integrals == "parquet":  # the tables the loaders read (skipped when already there)
+    if cfg.data.source == "parquet" or cfg.data.integrals == "parquet":  # made once, here, not per worker
         ensure_precomputed(cfg.data)
     t0 = time.time()
     try:

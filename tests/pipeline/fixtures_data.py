@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from pipeline.data.coco import load_coco
-from pipeline.data.instance_table import columns_to_table, record_columns
+from pipeline.data.instance_table import columns_to_table, image_columns
 
 
 def ring_mask(h: int, w: int, cy: float, cx: float, r_out: float, r_in: float) -> np.ndarray:
@@ -64,8 +64,9 @@ def write_tables_without_ray(json_path, image_root, out_dir):
 
     source = load_coco(json_path, image_root)
     cols = {}
-    for r in source.records:
-        for k, v in record_columns(r, source.label_to_category, "integral").items():
+    for image in source.coco.dataset["images"]:
+        anns = source.coco.imgToAnns[image["id"]]
+        for k, v in image_columns(image, anns, source.category_to_label, "integral").items():
             cols.setdefault(k, []).extend(v)
     out_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(columns_to_table(cols), out_dir / "shard-00000-of-00001.parquet")

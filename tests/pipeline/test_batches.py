@@ -12,7 +12,8 @@ from tests.fixtures.loaders import iterate_batches, make_loader
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
     return DataConfig(synthetic_dir=str(tmp_path_factory.mktemp("syn")), synthetic_train_images=10,
-                      synthetic_val_images=3, synthetic_size=96, scale=64)
+                      synthetic_val_images=3, synthetic_size=96, scale=64,
+                      source="coco")  # the Parquet route gives the same items: test_table_source
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 import json
-import logging
 import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster (notes/ecosystem §8)
@@ -12,19 +11,12 @@ import torch
 
 from assigners import MaskIntegrals
 from pipeline.data import precompute as P
+from pipeline.data import table_dir as T
 from pipeline.data.augment import AugmentParams
 from pipeline.data.coco import decode_masks, load_coco
 from pipeline.data.datasets import InstanceDataset
 from pipeline.data.instance_table import SCHEMA, InstanceStore, validate_table
 from pipeline.data.synthetic import generate
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300_000_000,
-             logging_level=logging.WARNING, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -80,37 +72,37 @@ def test_rerun_is_idempotent(synth, tables, tmp_path):
     # a lost shard is the only one redone
     work = str(tmp_path / "t")
     P.precompute(*synth, work, layout="rle", images_per_shard=4, progress=False)
-    os.remove(os.path.join(work, P.shard_name(1, 3)))
+    os.remove(os.path.join(work, T.shard_name(1, 3)))
     redo = P.precompute(*synth, work, layout="rle", images_per_shard=4, progress=False)
     assert redo.written == [1] and redo.skipped == [0, 2]
     with pytest.raises(ValueError, match="layout differ"):
         P.precompute(*synth, work, layout="integral", images_per_shard=4, progress=False)
     fresh = P.precompute(*synth, work, layout="integral", images_per_shard=4, overwrite=True, progress=False)
     assert fresh.written == [0, 1, 2]
-    assert json.load(open(os.path.join(work, P.MANIFEST)))["layout"] == "integral"
+    assert json.load(open(os.path.join(work, T.MANIFEST)))["layout"] == "integral"
 
 
 def _interrupt(out_dir, lost_shard):
     """What a run killed before its end leaves: no manifest, and one shard not written."""
-    os.remove(os.path.join(out_dir, P.MANIFEST))
+    os.remove(os.path.join(out_dir, T.MANIFEST))
     os.remove(os.path.join(out_dir, lost_shard))
 
 
 def test_rerun_after_an_interrupted_run_with_other_settings(synth, tmp_path):
     work = str(tmp_path / "t")
     P.precompute(*synth, work, layout="integral", images_per_shard=4, progress=False)  # 3 shards
-    _interrupt(work, P.shard_name(2, 3))
+    _interrupt(work, T.shard_name(2, 3))
     # another layout: the interrupted run's shards record their plan, so every one is redone
     redo = P.precompute(*synth, work, layout="rle", images_per_shard=4, progress=False)
     assert redo.written == [0, 1, 2] and InstanceStore(work).layout == "rle"
-    _interrupt(work, P.shard_name(0, 3))
+    _interrupt(work, T.shard_name(0, 3))
     # another shard count: the old names are not in the plan and go
     again = P.precompute(*synth, work, layout="rle", images_per_shard=5, progress=False)
     assert again.written == [0, 1] and sorted(f for f in os.listdir(work) if f.startswith("shard-")) == \
-        [P.shard_name(0, 2), P.shard_name(1, 2)]
-    assert len(InstanceStore(work)) == again.rows == P.verify(work)
+        [T.shard_name(0, 2), T.shard_name(1, 2)]
+    assert len(InstanceStore(work)) == again.rows == T.verify(work)
     # a damaged manifest is named, and --overwrite rebuilds
-    with open(os.path.join(work, P.MANIFEST), "w") as f:
+    with open(os.path.join(work, T.MANIFEST), "w") as f:
         f.write("{half")
     with pytest.raises(ValueError, match="_manifest.json is unreadable"):
         P.precompute(*synth, work, layout="rle", images_per_shard=5, progress=False)
@@ -120,7 +112,7 @@ def test_rerun_after_an_interrupted_run_with_other_settings(synth, tmp_path):
 
 def test_validation_catches_a_corrupt_shard(tables, tmp_path):
     d, _ = tables["integral"]
-    table = pq.read_table(os.path.join(d, P.shard_name(0, 3)))
+    table = pq.read_table(os.path.join(d, T.shard_name(0, 3)))
     area = table.column("area").to_numpy().copy()
     area[0] += 1
     i = table.schema.get_field_index("area")
@@ -131,7 +123,7 @@ def test_validation_catches_a_corrupt_shard(tables, tmp_path):
         validate_table(table, "shard-x", expected_rows=999)
     with pytest.raises(ValueError, match="schema differs"):
         validate_table(table.drop_columns(["mob"]), "shard-x")
-    assert P.verify(d) == len(InstanceStore(d))
+    assert T.verify(d) == len(InstanceStore(d))
 
 
 def test_parquet_integrals_map_back_exactly_without_rescaling(synth, tables):
@@ -193,6 +185,9 @@ def test_ensure_precomputed_feeds_parquet_batches(ray_cluster, tmp_path):
                      synthetic_size=64, scale=64, integrals="parquet", parquet_images_per_shard=2)
     dirs = P.ensure_precomputed(cfg)
     assert sorted(dirs) == ["train", "val"] and all(os.path.isdir(d) for d in dirs.values())
+    made = {f: os.stat(os.path.join(dirs["train"], f)).st_mtime_ns for f in os.listdir(dirs["train"])}
+    assert P.ensure_precomputed(cfg) == dirs  # current tables: recognised from the manifest, left alone
+    assert made == {f: os.stat(os.path.join(dirs["train"], f)).st_mtime_ns for f in os.listdir(dirs["train"])}
     assert ray.is_initialized()  # the caller's cluster is left running
     train, val = build_datasets(cfg)
     batch = next(iterate_batches(train, batch_size=2, seed=0, shuffle=True))

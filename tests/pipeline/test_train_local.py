@@ -25,7 +25,7 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_run(root):
     cfg = tiny_config(root, f"train.max_iters={ITERS}", "train.log_every=2",
-                      "train.checkpoint_every=2")
+                      "train.checkpoint_every=2", "data.source=parquet")  # the default route, end to end
     return cfg, run_training(cfg, run_name="local")
 
 
@@ -51,6 +51,9 @@ def test_logged_metrics_equal_jobs_evaluate_on_the_final_checkpoint(local_run, t
     same = {k: v for k, v in again.items() if isinstance(v, float) and not k.startswith(TIMING)}
     assert len(same) >= 20
     assert same == {k: result["metrics"][k] for k in same}  # digit for digit
+    # the JSON route, on the same checkpoint: the same numbers (the run read the Parquet tables)
+    by_json = evaluate_checkpoint(result["checkpoint"], out_dir=tmp_path / "json", overrides=["data.source=coco"])
+    assert {k: by_json[k] for k in same} == same
 
 
 def test_evaluation_during_training_logs_curves_and_changes_nothing(local_run, root):
@@ -89,7 +92,7 @@ def test_window_metrics_count_skipped_steps_and_leave_them_out_of_means():
     progress = {"iteration": 30, "epoch": 1, "skipped_steps": 3}
     m = _window_metrics(window, progress, world=1, device=torch.device("cpu"))
     assert m == {"iteration": 30, "epoch": 1, "train/loss": 3.0, "train/lr": 0.1,
-                 "train/skipped_steps": 3}
+                 "train/skipped_steps": 3, "train/bad_images": 0}
     all_bad = _window_metrics([{"loss": float("inf"), "skipped": 1.0}], progress, 1, torch.device("cpu"))
     assert all_bad["train/loss"] != all_bad["train/loss"]  # NaN: nothing finite to average
 

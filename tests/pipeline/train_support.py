@@ -19,6 +19,9 @@ def tiny_config(root: Path, *overrides: str, synth: Path | None = None) -> Confi
         f"data.synthetic_dir={synth}", "data.synthetic_train_images=32",
         "data.synthetic_val_images=8", "data.synthetic_size=128", "data.scale=128",
         "data.loader_workers=0",
+        # The JSON route: no Ray precompute per test module. The Parquet route (the default) gives
+        # the same batches and AP (test_table_source) and trains in test_train_local.
+        "data.source=coco",
         # The preset trains without augmentation; the training tests keep it on so that resume and
         # determinism cover the augmentation's random state too.
         "data.augment=true",
