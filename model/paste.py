@@ -93,7 +93,8 @@ def paste_masks(soft: torch.Tensor, bounds: torch.Tensor, size: tuple[int, int],
             continue
         sel = torch.tensor(ids, device=soft.device)
         if hw * ww >= FULL_IMAGE_SHARE * h * w:  # the reference itself (its kernel is faster per pixel)
-            out[sel] = F.interpolate(soft[sel][:, None], size=size, mode="bilinear", align_corners=False)[:, 0] > threshold
+            whole = F.interpolate(soft[sel][:, None], size=size, mode="bilinear", align_corners=False)  # [n, 1, h, w]
+            out[sel] = whole[:, 0] > threshold
             continue
         vals = _resample(soft[sel], win[sel, 0], win[sel, 2], hw, ww, size) > threshold  # [n, hw, ww]
         for j, i in enumerate(ids):

@@ -14,7 +14,8 @@
 3. the results are gathered on rank 0 (`all_gather_object` when a process group is up) in the
    dataset's image order, which computes `segm/…` and `bbox/…` AP and oLRP
    (`pipeline.eval.coco_eval`), the fps of model + post-processing at batch 1
-   (`pipeline.eval.speed`; with `fps_setup`, what it measured; none when `fps_runs` is 0), and writes `coco_results.json` and `overlays/<image_id>.png` for the
+   (`pipeline.eval.speed`; with `fps_setup`, what it measured; none when `fps_runs` is 0), and
+   writes `coco_results.json` and `overlays/<image_id>.png` for the
    first `eval_cfg.overlays` images into `out_dir`, with `per_image.npz`, the per-image outcome
    of COCO's matching that the report's bootstrap resamples (`pipeline.eval.image_eval`).
 Rank 0 returns the metrics (plus `num_anchors`); the other ranks return {}. Steps 2–3 run as
