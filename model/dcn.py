@@ -51,8 +51,9 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, wei
     sampled = F.grid_sample(src, grid.float(), mode="bilinear", padding_mode="zeros",
                             align_corners=False)  # [B*dg, C/dg, taps*Ho, Wo]
     sampled = sampled.view(B, dg, C // dg, taps, Ho, Wo) * mask.view(B, dg, 1, taps, Ho, Wo).float()
-    cols_ = sampled.view(B, C * taps, Ho * Wo)  # channel-major, tap-minor: matches weight.view(O, C*taps)
-    out = torch.matmul(weight.view(O, C * taps).to(cols_.dtype), cols_)  # [B, O, Ho*Wo]
+    cols_ = sampled.view(B, C * taps, Ho * Wo)  # channel-major, tap-minor: matches weight.reshape(O, C*taps)
+    # reshape, not view: evaluation may hold the weights in channels_last
+    out = torch.matmul(weight.reshape(O, C * taps).to(cols_.dtype), cols_)  # [B, O, Ho*Wo]
     out = out.view(B, O, Ho, Wo)
     if bias is not None:
         out = out + bias.view(1, O, 1, 1).to(out.dtype)

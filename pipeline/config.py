@@ -169,11 +169,9 @@ class EvalConfig:
     eval_every: int = 0  # evaluate on the val set every N iterations too (MLflow curves); 0 = at the end only
     fps_warmup: int = 10
     fps_runs: int = 50
-    # Inference (docs/benchmarks.md "Inference"): "bf16" = autocast where the device has native
-    # bf16, else fp32 (mask AP within 0.05 of fp32's on the tiny cells); "fp32"; channels_last; torch.compile.
-    precision: str = "bf16"
-    channels_last: bool = True
-    compile: bool = False
+    precision: str = "bf16"  # | "fp32"; autocast only where bf16 is native (docs/benchmarks.md "Inference")
+    channels_last: bool = True  # the model's memory format while it evaluates
+    compile: bool = False  # torch.compile the model for evaluation
     overlays: int = 4
     # (paper preset) mmdetection's segm results carry boxes, so pycocotools takes detection areas
     # from boxes for the S/M/L split of mask AP; False uses mask areas (pycocotools' mask-only way).

@@ -41,10 +41,10 @@ from pipeline.config import Config, SweepConfig
 from pipeline.ray_utils import init_ray, logs_dir, quiet_logs
 from pipeline.sweep.grid import Cell, cell_config, collapsed_rows, grid_cells
 from pipeline.sweep.results import finished_results, missing_cells
-from pipeline.sweep.timing import time_cell, untimed_runs
 from pipeline.sweep.status import StatusBoard, last_error_line
 from pipeline.sweep.record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
                                    latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
+from pipeline.sweep.timing import time_cell, untimed_runs
 
 log = logging.getLogger(__name__)
 

@@ -86,3 +86,19 @@ def test_fps_states_its_setup_and_the_checkpoint_route_times_the_same(tiny, tmp_
     timed = checkpoint_speed(tmp_path, replace(cfg.eval, precision="bf16", channels_last=False))
     assert timed["fps"] > 0 and timed["setup"].startswith(f"cpu ({cfg.train.cpus_per_worker} threads), "
                                                            f"{BF16_AUTOCAST if bf16_native(CPU) else FP32}, batch 1")
+
+
+@pytest.mark.parametrize("options", [dict(dcn_interval=1, dcn_groups=4, dcn_bias=False), dict(carafe=True),
+                                     dict(sipmask=True), dict(mask_rescoring=True, scales_per_level=3)])
+def test_every_model_option_runs_in_channels_last(options):
+    """DCN, CARAFE, SipMask and re-scoring reshape their tensors: channels_last must not break them."""
+    from model import Yolact
+    torch.manual_seed(0)
+    net = Yolact(3, "resnet18", "atss", fpn_channels=16, num_protos=4, **options).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        with channels_last(net, True):
+            out = net(x.contiguous(memory_format=torch.channels_last))
+    for key in ("cls", "box", "coef", "proto"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-4, atol=1e-4)
