@@ -37,13 +37,16 @@ def time_cell(tracking_cfg: TrackingConfig, run_id: str, eval_cfg: EvalConfig, d
     from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = tracking.download_artifact(tracking_cfg, run_id, f"checkpoint/{MODEL_FILE}", Path(tmp, "m"))
-        config = tracking.download_artifact(tracking_cfg, run_id, f"config/{CONFIG_FILE}", Path(tmp, "c"))
+        ckpt = Path(tmp, "timed")
+        ckpt.mkdir()
+        model = tracking.download_artifact(tracking_cfg, run_id, f"checkpoint/{MODEL_FILE}", tmp)
+        config = tracking.download_artifact(tracking_cfg, run_id, f"config/{CONFIG_FILE}", tmp)
         if model is None or config is None:
             raise ValueError(f"MLflow run {run_id} lacks checkpoint/{MODEL_FILE} or config/{CONFIG_FILE}: "
                              "cannot time it")
-        shutil.copy(config, model.parent / CONFIG_FILE)  # a checkpoint directory: weights + config
-        fps = checkpoint_speed(model.parent, eval_cfg, device)
+        for file in (model, config):  # a local store keeps the artifact's folder, a server does not
+            shutil.copy(file, ckpt / file.name)
+        fps = checkpoint_speed(ckpt, eval_cfg, device)
     logger = tracking.RunLogger(tracking.resolve_tracking_uri(tracking_cfg), run_id)
     logger.log_metrics({"fps": fps["fps"]})
     logger.set_tags({FPS_SETUP_TAG: fps["setup"]})
