@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.config import Config, apply_overrides
     from pipeline.eval.export import RAW_OUTPUTS, check_export, example_images, export_onnx, load_onnx
-    from pipeline.eval.predictor import load_checkpoint
+    from pipeline.eval.predictor import load_predictor
     from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE, build_model
 
     torch.set_num_threads(args.threads)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                                          f"data.data_dir={ckpt / 'coco'}"])
         torch.save(build_model(cfg, load_pretrained=False).state_dict(), ckpt / MODEL_FILE)
         (ckpt / CONFIG_FILE).write_text(json.dumps(cfg.to_dict()))
-        eager = load_checkpoint(str(ckpt))
+        eager = load_predictor(str(ckpt), precision="fp32")  # as ONNX Runtime runs it
         onnx = load_onnx(export_onnx(eager, ckpt / "model.onnx"), threads=args.threads)
         x = example_images(1, args.size)
         check = check_export(eager, onnx, x, [(args.size, args.size)])

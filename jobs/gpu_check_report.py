@@ -85,7 +85,7 @@ def _training(result: dict | None, batch: int) -> dict | None:
     m = result["metrics"]
     return {"iterations": m.get("iteration"), "train_s": round(m["train_time"], 1),
             "images_per_s": round(m["iteration"] * batch / m["train_time"], 1),
-            "eval_fps_batch1": round(m["fps"], 1), "fps_precision": m.get("fps_precision"),
+            "eval_fps_batch1": round(m["fps"], 1), "fps_setup": m.get("fps_setup"),
             "segm_AP": m.get("segm/AP")}
 
 
@@ -116,7 +116,7 @@ def _lines(summary: dict) -> list[str]:
         if t:
             lines.append(f"\ntraining {p}: {t['images_per_s']} images/s over {t['iterations']} iterations "
                          f"(target ≥ {TRAIN_TARGET_IMG_S:.0f} on an H100); evaluation fps at batch 1: "
-                         f"{t['eval_fps_batch1']} ({t['fps_precision']})")
+                         f"{t['eval_fps_batch1']} ({t['fps_setup']})")
     for r in f["bench_model"] or []:
         lines.append(f"\nbench_model {r['grid']} batch {r['batch']} {r['precision']}: {r['images_per_s']} "
                      f"images/s end to end ({r['total_ms']} ms), peak {r['peak_memory_mib']} MiB"

@@ -68,7 +68,7 @@ def _balanced(loss: Tensor, rs: Tensor) -> Tensor:
     return loss * factor
 
 
-def rank_sort_objective(out: dict, targets: list[dict], matched: list[Tensor], weights: dict | None = None, *,
+def rank_sort_objective(out: dict, targets: list[dict], matched: Tensor | list[Tensor], weights: dict | None = None, *,
                         ignore: int = IGNORE, delta_rs: float = 0.5,
                         **_unused) -> dict[str, Tensor]:
     """The RS-YOLACT losses (see the module docstring); extra keyword arguments of `model.losses`
@@ -76,7 +76,7 @@ def rank_sort_objective(out: dict, targets: list[dict], matched: list[Tensor], w
     if not out.get("cls_sigmoid"):
         raise ValueError("train.loss=rank_sort needs a sigmoid class head: set model.sigmoid_cls=true")
     with torch.autocast(device_type=out["cls"].device.type, enabled=False):
-        m = torch.stack(matched)  # [B, A]
+        m = matched if torch.is_tensor(matched) else torch.stack(matched)  # [B, A]
         cls = out["cls"].float()  # [B, A, C]
         pos = m >= 0  # [B, A]
         gt_boxes = torch.cat([t["boxes"][m[b, pos[b]]].float() for b, t in enumerate(targets)])  # [P, 4]

@@ -172,9 +172,10 @@ def run_export(checkpoint: str, out: str | Path, *, scale: int | None = None, tr
                check_images: int = 2) -> dict[str, Any]:
     """`jobs.export`: load on CPU, export, check with ONNX Runtime; returns {path, scale, check}."""
     from pipeline.config import TrackingConfig
-    from pipeline.eval.predictor import load_checkpoint
+    from pipeline.eval.predictor import load_predictor
 
-    predictor = load_checkpoint(checkpoint, "cpu", scale=scale, tracking=TrackingConfig(tracking_uri=tracking_uri))
+    predictor = load_predictor(checkpoint, "cpu", scale=scale, tracking=TrackingConfig(tracking_uri=tracking_uri),
+                               precision="fp32")  # the exported graph is fp32
     path = export_onnx(predictor, out)
     S = predictor.info.scale
     check = check_export(predictor, load_onnx(path), example_images(check_images, S), [(S, S)] * check_images)

@@ -40,6 +40,7 @@ from pipeline.data.datasets import load_split
 from pipeline.eval.coco_eval import predictions_to_coco_results
 from pipeline.eval.evaluate import predict
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE, build_model, read_state_dict
+from pipeline.eval.runtime import inference_precision
 
 MODEL_NAME = "model"  # `runs:/<run id>/model`
 CATEGORIES_FILE = "categories.json"
@@ -69,7 +70,9 @@ class YolactPyfunc(mlflow.pyfunc.PythonModel):
         aug = AugmentParams(scale=self.cfg.data.scale, train=False)
         no_gt = ([], np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
         batch = np.stack([transform(img, *no_gt, aug).image for img in images])  # [B, 3, S, S]
-        preds = predict(self.model, torch.from_numpy(batch), [img.shape[:2] for img in images], self.cfg.eval)
+        precision = inference_precision(torch.device("cpu"), False, self.cfg.eval.precision)  # as evaluation
+        preds = predict(self.model, torch.from_numpy(batch), [img.shape[:2] for img in images], self.cfg.eval,
+                        precision)
         for i, p in enumerate(preds):
             p["image_id"] = i
         results = predictions_to_coco_results(preds, self.label_to_category)

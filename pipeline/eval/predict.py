@@ -170,7 +170,7 @@ def run_predict(input_spec: str, out_dir: str | Path, *, checkpoint: str | None 
     from pipeline.config import TrackingConfig
     from pipeline.eval.export import load_onnx
     from pipeline.eval.inputs import list_inputs
-    from pipeline.eval.predictor import load_checkpoint
+    from pipeline.eval.predictor import load_predictor
 
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of a checkpoint and an ONNX model")
@@ -180,7 +180,7 @@ def run_predict(input_spec: str, out_dir: str | Path, *, checkpoint: str | None 
     if onnx is not None:
         predictor = load_onnx(onnx, device)
     else:
-        predictor = load_checkpoint(checkpoint, device, scale=scale,
+        predictor = load_predictor(checkpoint, device, scale=scale,
                                     tracking=TrackingConfig(tracking_uri=tracking_uri))
     if inputs.video is not None:
         return predict_video(predictor, inputs.video, out_dir, batch_size=batch_size, draw_thr=draw_thr)

@@ -7,7 +7,7 @@ l is category `category_ids[l]` named `category_names[l]`), the anchor grid and 
 parameters. The ONNX export (`pipeline.eval.export`) carries the same `ModelInfo` in its metadata,
 so an exported model predicts without its checkpoint and gives the same detections.
 
-`load_checkpoint(source, device)` accepts a checkpoint directory, a `model.pt` (also the MLflow
+`load_predictor(source, device)` accepts a checkpoint directory, a `model.pt` (also the MLflow
 artifact `checkpoint/model.pt`, whose config is `config/config.json`), or an MLflow run id
 (its `checkpoint/model.pt` and `config/config.json` are downloaded through `pipeline.tracking`).
 Weights of another class count than the config's are refused with both counts, before any work.
@@ -36,7 +36,7 @@ from pipeline.data.datasets import split_paths
 from pipeline.data.synthetic import categories as synthetic_categories
 from pipeline.eval.model_files import (CONFIG_FILE, MODEL_FILE, build_model, fit_weights, read_config,
                                        read_state_dict)
-from pipeline.eval.runtime import autocast
+from pipeline.eval.runtime import inference_autocast, inference_precision
 
 log = logging.getLogger(__name__)
 
@@ -142,20 +142,21 @@ def resolve_checkpoint(source: str, dst: Path, tracking: TrackingConfig) -> Path
     return dst / RUN_ARTIFACTS[0]
 
 
-def load_checkpoint(source: str, device: str | torch.device = "cpu", *, scale: int | None = None,
-                    tracking: TrackingConfig | None = None) -> Predictor:
-    """The model of a checkpoint, in eval mode on `device` (see the module docstring)."""
+def load_predictor(source: str, device: str | torch.device = "cpu", *, scale: int | None = None,
+                   tracking: TrackingConfig | None = None, precision: str | None = None) -> Predictor:
+    """The model of a checkpoint, in eval mode on `device` (see the module docstring), running in
+    `precision` ("bf16" | "fp32"; by default the checkpoint's `eval.precision`, as evaluation)."""
     with tempfile.TemporaryDirectory(prefix="maskaware-run-") as tmp:
         path = resolve_checkpoint(source, Path(tmp), tracking or TrackingConfig())
         state = read_state_dict(path)
         cfg = Config.from_dict(read_config(path))
     dev = torch.device(device)
     model = fit_weights(build_model(cfg, load_pretrained=False), state, cfg, source).eval().to(dev)
-    amp = cfg.train.amp
+    precision = inference_precision(dev, cfg.train.amp, precision or cfg.eval.precision)
 
     @torch.no_grad()
     def run(images: torch.Tensor) -> dict:
-        with autocast(dev, amp):
+        with inference_autocast(dev, precision):
             return model(images)
 
     return Predictor(run=run, info=model_info(cfg, scale), device=dev, source=f"checkpoint {source}",

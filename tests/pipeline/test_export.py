@@ -7,7 +7,7 @@ import torch
 from jobs import export as export_job
 from jobs import predict as predict_job
 from pipeline.eval.export import RAW_OUTPUTS, RAW_TOLERANCE, check_export, example_images, load_onnx, read_info
-from pipeline.eval.predictor import complete_output, load_checkpoint, network_input
+from pipeline.eval.predictor import complete_output, load_predictor, network_input
 from tests.pipeline.predict_support import SCALE, save_tiny_checkpoint, write_images
 
 SLOW = pytest.mark.slow  # they share one dynamo export: ~15 s, ~35 s on the loaded 2-core machine
@@ -25,7 +25,7 @@ def exported(tmp_path_factory):
 @SLOW
 def test_raw_outputs_within_tolerance_and_same_detections(exported, tmp_path):
     ckpt, onnx_path = exported
-    torch_pred, onnx_pred = load_checkpoint(str(ckpt)), load_onnx(onnx_path)
+    torch_pred, onnx_pred = load_predictor(str(ckpt), precision="fp32"), load_onnx(onnx_path)
     assert read_info(onnx_path) == torch_pred.info  # scale, classes, names, grid, post-processing
     images = torch.stack([network_input(im, SCALE) for im in _arrays(tmp_path)])  # [3, 3, S, S], batch ≠ export's 2
     sizes = [(80, 120), (100, 90), (64, 64)]
@@ -43,7 +43,7 @@ def _arrays(tmp_path):
 @SLOW
 def test_check_notices_a_different_network(exported, tmp_path):
     ckpt, onnx_path = exported
-    other = load_checkpoint(str(save_tiny_checkpoint(tmp_path / "other", seed=1)))
+    other = load_predictor(str(save_tiny_checkpoint(tmp_path / "other", seed=1)), precision="fp32")
     report = check_export(other, load_onnx(onnx_path), example_images(1, SCALE), [(SCALE, SCALE)])
     assert not report["ok"] and max(report["max_abs_diff"].values()) > RAW_TOLERANCE
 
@@ -51,7 +51,7 @@ def test_check_notices_a_different_network(exported, tmp_path):
 # yolact's 3-anchor grid and atss's, at the trained scale and at another one (`--scale`)
 @pytest.mark.parametrize("assigner, scale", [("fixed_iou", SCALE), ("atss_maiou", SCALE), ("atss_maiou", 128)])
 def test_anchors_from_the_metadata_equal_the_model_s(tmp_path, assigner, scale):
-    pred = load_checkpoint(str(save_tiny_checkpoint(tmp_path, f"train.assigner={assigner}")), scale=scale)
+    pred = load_predictor(str(save_tiny_checkpoint(tmp_path, f"train.assigner={assigner}")), scale=scale)
     assert pred.info.scale == scale
     out = pred.run(example_images(1, scale))
     rebuilt = complete_output({k: out[k] for k in RAW_OUTPUTS}, pred.info)

@@ -163,12 +163,10 @@ def test_the_local_cluster_listens_on_loopback_only(listening, uninterrupted):
     """GCS, raylet, agents, every worker, the Train workers' process group (gloo and torch's
     TCPStore): 127.0.0.1 only, during a 2-worker run (and whatever else the module ran before)."""
     from ray._private import ray_constants
-    from ray._raylet import AuthenticationMode, get_authentication_mode
 
     names = " ".join(listening.values())
     assert "gcs_server" in names and "raylet" in names and "RayTrainWorker" in names, names
     exposed = {f"{ip}:{port}": name for (ip, port), name in listening.items() if not is_loopback(ip)}
     assert not exposed, exposed
-    assert get_authentication_mode() == AuthenticationMode.TOKEN
     # Ray's local-only mode was only on while the cluster started (`ray start` refuses it)
     assert LOCAL_ONLY_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER
