@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"draw detections scoring at least this; the results keep all (default: {DRAW_THR})")
     p.add_argument("--scale", type=int, default=None,
                    help="network input size S (checkpoint only; default: the one it was trained at)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=None,
+                   help="forward pass (checkpoint only): bf16 autocast where the device has it, or fp32 "
+                        "(default: the checkpoint's eval.precision, as evaluation; an ONNX model runs fp32)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI for a run id (default: MLFLOW_TRACKING_URI, else the local store)")
     return p
@@ -48,12 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.onnx and args.scale:
         print("error: --scale is fixed when exporting (python -m jobs.export --scale)", file=sys.stderr)
         return 2
+    if args.onnx and args.precision:
+        print("error: --precision is for a checkpoint; an ONNX model runs as exported (fp32)", file=sys.stderr)
+        return 2
     from pipeline.eval.predict import run_predict
 
     try:
         summary = run_predict(args.input, args.out, checkpoint=args.checkpoint, onnx=args.onnx,
                               device=args.device, scale=args.scale, tracking_uri=args.tracking_uri,
-                              batch_size=args.batch_size, draw_thr=args.draw_thr)
+                              batch_size=args.batch_size, draw_thr=args.draw_thr, precision=args.precision)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

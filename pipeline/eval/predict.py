@@ -164,7 +164,7 @@ def predict_video(predictor: Predictor, path: Path, out_dir: str | Path, *,
 
 def run_predict(input_spec: str, out_dir: str | Path, *, checkpoint: str | None = None, onnx: str | None = None,
                 device: str = "cpu", scale: int | None = None, tracking_uri: str | None = None,
-                batch_size: int = BATCH_SIZE, draw_thr: float = DRAW_THR) -> dict:
+                batch_size: int = BATCH_SIZE, draw_thr: float = DRAW_THR, precision: str | None = None) -> dict:
     """`jobs.predict`: the inputs are listed (and refused when there is nothing to read) before the
     model is loaded from `checkpoint` (directory, model.pt or MLflow run id) or `onnx`."""
     from pipeline.config import TrackingConfig
@@ -180,8 +180,8 @@ def run_predict(input_spec: str, out_dir: str | Path, *, checkpoint: str | None 
     if onnx is not None:
         predictor = load_onnx(onnx, device)
     else:
-        predictor = load_predictor(checkpoint, device, scale=scale,
-                                    tracking=TrackingConfig(tracking_uri=tracking_uri))
+        predictor = load_predictor(checkpoint, device, scale=scale, precision=precision,
+                                   tracking=TrackingConfig(tracking_uri=tracking_uri))
     if inputs.video is not None:
         return predict_video(predictor, inputs.video, out_dir, batch_size=batch_size, draw_thr=draw_thr)
     return predict_images(predictor, inputs.images, out_dir, batch_size=batch_size, draw_thr=draw_thr,

@@ -64,8 +64,8 @@ def test_predict_with_onnx_equals_predict_with_the_checkpoint(exported, tmp_path
     ckpt, onnx_path = exported
     folder = tmp_path / "in"
     write_images(folder)
-    for flag, model, out in (("--checkpoint", ckpt, "a"), ("--onnx", onnx_path, "b")):
-        assert predict_job.main([flag, str(model), "--input", str(folder), "--out", str(tmp_path / out)]) == 0
+    for flags, out in ((["--checkpoint", str(ckpt), "--precision", "fp32"], "a"), (["--onnx", str(onnx_path)], "b")):
+        assert predict_job.main([*flags, "--input", str(folder), "--out", str(tmp_path / out)]) == 0
     capsys.readouterr()
     a = json.loads((tmp_path / "a" / "coco_results.json").read_text())
     b = json.loads((tmp_path / "b" / "coco_results.json").read_text())
