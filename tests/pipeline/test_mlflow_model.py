@@ -34,7 +34,7 @@ from pipeline.train.run import run_training
 from tests.pipeline.train_support import tiny_config
 
 SAMPLING_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
-SERVER_START_S = 120  # a loaded 2-core machine: `mlflow server` imports a lot before it listens
+SERVER_START_S = 240  # a loaded 2-core machine: `mlflow server` imports a lot before it listens
 
 
 @pytest.fixture(scope="module")
