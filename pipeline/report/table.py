@@ -12,6 +12,7 @@ Output, under `<sweep dir>/report/` and logged to the parent run under `report/`
   row of a scale (highest mean mask AP at the precision shown) in bold only when it is
   significantly above every other row of its scale; a metric COCOeval leaves undefined (-1, e.g.
   APL with no large objects) shows as `n/a`; under it, what the fps column measured (`fps_note`),
+  where the cells' wall time went (`time_note`),
   how the intervals were made and what they support;
 - `table.csv` the same numbers unrounded: `scale`, `row`, `assigner`, `label`, `baseline`, `<metric>_delta` and its `_ci95_low` /
   `_ci95_high` for mask AP, box AP and oLRP, then one `<metric>_mean` / `<metric>_std` pair per
@@ -23,11 +24,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from pipeline.report.uncertainty import METRICS, Interval
 from pipeline.sweep.grid import Cell, assigner_label, variant_label
 from pipeline.sweep.results import CellResult
+from pipeline.train import phases
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ def to_markdown(rows: list[Row], note: str = "") -> str:
               f"lies above 0; {MISSING}: no finished run; {UNDEFINED}: undefined for this data (e.g. "
               "APL without large objects)."]
     lines += ["", fps_note(rows)]
+    if time_note(rows):
+        lines += ["", time_note(rows)]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -228,6 +233,22 @@ def fps_note(rows: list[Row]) -> str:
     if len(setups) == 1:
         return f"fps: {setups[0]}; each cell timed alone after all trials, median of the runs."
     return "fps measured differently across cells (not comparable): " + "; ".join(setups) + "."
+
+
+def time_note(rows: list[Row]) -> str:
+    """Where the cells' wall time went (`pipeline.train.phases`), medians over the cells that
+    recorded it; "" when none did (runs from before it was recorded)."""
+    runs = [r.metrics for row in rows for r in row.results if phases.CELL in r.metrics]
+    if not runs:
+        return ""
+
+    def median(key: str) -> float:
+        return statistics.median(m.get(key, 0.0) for m in runs)
+
+    return (f"time per cell (median of {len(runs)}): {median(phases.CELL):.0f} s, of which training "
+            f"{median(phases.TRAINING):.0f} s; start-up {median(phases.STARTUP):.0f} s, final evaluation "
+            f"{median(phases.EVALUATION):.0f} s, logging {median(phases.LOGGING):.0f} s: "
+            f"{100 * median(phases.OVERHEAD):.0f} % of a cell's wall time is not training.")
 
 
 def _csv_deltas(r: Row) -> list[str]:

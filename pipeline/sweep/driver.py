@@ -76,6 +76,7 @@ class SweepOutcome:
 
 def _trial(config: dict, *, base: dict, sweep_name: str, parent_run_id: str, tracking_uri: str,
            experiment: str) -> None:
+    started = time.time()  # the cell's wall time counts from here (`pipeline.train.phases`)
     quiet_logs()
     cell = Cell(**config["cell"])
     cfg = cell_config(Config.from_dict(base), cell, sweep_name)
@@ -91,7 +92,8 @@ def _trial(config: dict, *, base: dict, sweep_name: str, parent_run_id: str, tra
     # The Ray Train run name is unique to the sweep: run_training resumes (or returns) a run of
     # the same name, which must never be another sweep's.
     result = run_training(cfg, parent_run_id=parent_run_id, run_name=f"{cell.key}@{sweep_name}",
-                          tags=_cell_tags(sweep_name, cell), callbacks=[TuneReportCallback()])
+                          tags=_cell_tags(sweep_name, cell), callbacks=[TuneReportCallback()],
+                          started=started)
     tune.report({**_numeric(result["metrics"]), "reused": float(result["reused"])})
 
 

@@ -47,6 +47,7 @@ from pipeline.eval.evaluate import evaluate_model
 from pipeline.eval.runtime import all_gather
 from pipeline.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
 from pipeline.train.parts import WorkerParts, build_parts
+from pipeline.train.phases import EVALUATION, TRAINING, WORKER_SETUP
 from pipeline.train.progress import TrainProgress
 from pipeline.train.step import stats_to_floats, total_iterations, train_step
 
@@ -126,6 +127,7 @@ def _restore(parts: WorkerParts) -> dict[str, Any]:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker: restore, train to the last iteration, evaluate, final report."""
+    started = time.perf_counter()
     cfg = Config.from_dict(config["cfg"])
     local_dir = Path(config["local_dir"]) if config.get("local_dir") else None
     local_logger = config.get("local_logger")
@@ -144,9 +146,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     bar = (tqdm_ray.tqdm if ray.is_initialized() else partial(tqdm, file=sys.stderr, dynamic_ncols=True))
     shown = TrainProgress(total_iterations(cfg.train, parts.iters_per_epoch), progress["iteration"],
                           cfg.train.batch_size * world, bar if live else None)
+    ready = time.perf_counter()
     _train(parts, progress, config["run_dir"], local_dir, local_logger, shown)
     shown.close()
-    _final_evaluation(parts, progress, local_dir, local_logger)
+    # this attempt's phases (a restarted worker's count from its restart), for `run.phase_times`
+    phases = {WORKER_SETUP: ready - started, TRAINING: time.perf_counter() - ready}
+    _final_evaluation(parts, progress, local_dir, local_logger, phases)
 
 
 def _train(parts: WorkerParts, progress: dict[str, Any], run_dir: Path, local_dir: Path | None,
@@ -205,9 +210,10 @@ def _periodic_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir
 
 
 def _final_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: Path | None,
-                      local_logger: tracking.RunLogger | None) -> None:
+                      local_logger: tracking.RunLogger | None, phases: dict[str, float]) -> None:
     """Evaluate on the validation set and report the final checkpoint with the outputs in it."""
     cfg, rank = parts.cfg, parts.rank
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out_dir:
         final = evaluate_model(parts.model, parts.val_set, cfg.eval, parts.device,
                                batch_size=cfg.train.batch_size, amp=cfg.train.amp, rank=rank,
@@ -216,7 +222,8 @@ def _final_evaluation(parts: WorkerParts, progress: dict[str, Any], local_dir: P
         metrics = {"iteration": progress["iteration"], **final, "train_time": progress["train_time"],
                    "train/skipped_steps": progress["skipped_steps"],
                    "train/restarts": len(progress["resumes"]),
-                   "train/resumed_from": progress["resumes"][-1] if progress["resumes"] else -1}
+                   "train/resumed_from": progress["resumes"][-1] if progress["resumes"] else -1,
+                   **phases, EVALUATION: time.perf_counter() - started}
         if rank == 0:
             Path(out_dir, METRICS_FILE).write_text(json.dumps(metrics, indent=1))
         _report(metrics, parts, progress, local_dir, local_logger, extra_dir=Path(out_dir),

@@ -41,6 +41,7 @@ from pipeline.ray_utils import init_ray, quiet_logs, worker_runtime_env
 from pipeline.storage import is_uri, join, location_of, resolve_storage
 from pipeline.train.checkpoint import STATE_FILE
 from pipeline.train.loop import train_loop_per_worker
+from pipeline.train.phases import phase_times
 from pipeline.train.rendezvous import LoopbackTorchConfig
 
 LOCAL_CHECKPOINTS = "local_checkpoints"  # num_workers=0 runs keep their checkpoints here
@@ -73,14 +74,16 @@ def _summary(run, name: str) -> dict[str, Any]:
 
 def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str | None = None,
                  tags: dict[str, Any] | None = None, callbacks: list | None = None,
-                 display_name: str | None = None) -> dict[str, Any]:
+                 display_name: str | None = None, started: float | None = None) -> dict[str, Any]:
     """Train, evaluate and track one configuration; returns {run_id, name, metrics, checkpoint}.
 
     Works standalone (starts and stops a local Ray cluster when none is up) and inside a Tune
     trial (Ray already up; pass a deterministic `run_name`, e.g. from the trial id, and Tune's
     `TuneReportCallback` in `callbacks`). `run_name` names the Ray Train run; the MLflow run is
-    named `display_name`, by default `s128 · maIoU · seed 0`.
+    named `display_name`, by default `s128 · maIoU · seed 0`. `started` (`time.time()`) is when
+    the caller began this run, e.g. a trial's start; `time/cell` counts from it (default: now).
     """
+    started = time.time() if started is None else started
     name = run_name or default_run_name(cfg)
     storage = resolve_storage(cfg.train.storage_path)
     local = cfg.train.num_workers == 0  # in-process: no cluster, no controller, no callbacks
@@ -95,7 +98,7 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
     logger, note = _open_run(cfg, name, storage, config_hash, tags, parent_run_id,
                              unfinished.info.run_id if unfinished else None, display_name)
     quiet_logs()
-    started = False if local else init_ray()
+    ray_started = False if local else init_ray()
     if cfg.data.source == "parquet" or cfg.data.integrals == "parquet":  # made once, here, not per worker
         ensure_precomputed(cfg.data)
     t0 = time.time()
@@ -106,11 +109,14 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
             raise RuntimeError(f"Ray Train run {name} finished without a final checkpoint")
         metrics = dict(result.metrics or {})
         metrics["wall_time"] = time.time() - t0
-        logger.log_metrics(metrics, step=int(metrics.get("iteration", 0)))
         logger.set_tags({k: v for k, v in metrics.items() if isinstance(v, str)})
+        fitted = time.time()
         with result.checkpoint.as_directory() as d:
             _log_final_artifacts(logger, Path(d))
             log_pyfunc_model(logger.uri, logger.run_id, Path(d), cfg, step=int(metrics.get("iteration", 0)))
+        now = time.time()
+        metrics.update(phase_times(now - started, now - fitted, metrics))
+        logger.log_metrics(metrics, step=int(metrics.get("iteration", 0)))
         checkpoint = location_of(result.checkpoint.filesystem, result.checkpoint.path)
         logger.set_tags({"maskaware.checkpoint": checkpoint,
                          view.NOTE_TAG: f"{note}\n\n{view.result_note(metrics)}"})
@@ -119,7 +125,7 @@ def run_training(cfg: Config, *, parent_run_id: str | None = None, run_name: str
         logger.finish("FAILED")
         raise
     finally:
-        if started:
+        if ray_started:
             ray.shutdown()
     return {"run_id": logger.run_id, "name": name, "metrics": metrics,
             "checkpoint": checkpoint, "reused": False}

@@ -13,6 +13,7 @@ from pipeline.report.table import COLUMNS, summarise, to_markdown
 from pipeline.sweep.grid import Cell, grid_cells
 from pipeline.sweep.record import KIND_SWEEP, KIND_TAG, SWEEP_TAG, SweepRecord
 from pipeline.sweep.results import CellResult, collect
+from pipeline.train.phases import phase_times
 
 # (scale, assigner, seed) -> mask AP; the other metrics are derived from it below.
 MASK_AP = {
@@ -146,6 +147,19 @@ def test_the_table_states_what_fps_measured():
     assert "fps measured differently across cells (not comparable)" in to_markdown(summarise(mixed, cells))
     untimed = [CellResult(c, str(i), {"segm/AP": 1.0}) for i, c in enumerate(cells)]
     assert "fps: not measured." in to_markdown(summarise(untimed, cells))
+
+
+def test_the_table_says_where_the_cells_time_went():
+    cells = [Cell(96, "atss_iou", 0), Cell(96, "atss_maiou", 0), Cell(128, "atss_iou", 0)]
+    times = [(100.0, 80.0, 5.0, 1.0), (200.0, 150.0, 6.0, 2.0), (400.0, 340.0, 8.0, 4.0)]  # cell, train, eval, log
+    worker = [{"time/training": train, "time/evaluation": ev} for _, train, ev, _ in times]
+    results = [CellResult(c, str(i), {"segm/AP": 1.0, **w, **phase_times(cell, log, w)})
+               for i, (c, w, (cell, _, _, log)) in enumerate(zip(cells, worker, times))]
+    # medians: cell 200, training 150, start-up median(14, 42, 48) = 42, overhead median(.2, .25, .15) = 20 %
+    assert ("time per cell (median of 3): 200 s, of which training 150 s; start-up 42 s, final evaluation "
+            "6 s, logging 2 s: 20 % of a cell's wall time is not training.") in to_markdown(summarise(results, cells))
+    untimed = [CellResult(c, str(i), {"segm/AP": 1.0}) for i, c in enumerate(cells)]
+    assert "time per cell" not in to_markdown(summarise(untimed, cells))
 
 
 def test_collect_keeps_newest_finished_run_per_cell():

@@ -42,7 +42,7 @@ def test_in_process_run_keeps_checkpoints_and_logs_steps(local_run, tmp_path):
     assert load_config_file(logged, Config()) == cfg  # --config with it reproduces the run
 
 
-TIMING = ("fps", "train_time", "wall_time")
+TIMING = ("fps", "train_time", "wall_time", "time/")  # time/…: pipeline.train.phases
 
 
 def test_logged_metrics_equal_jobs_evaluate_on_the_final_checkpoint(local_run, tmp_path):

@@ -92,6 +92,11 @@ def test_two_worker_run_is_fully_tracked(uninterrupted, root, parent):
     assert run.data.metrics["num_anchors"] > 0 and run.data.metrics["fps"] > 0
     assert all(-1.0 <= run.data.metrics[k] <= 100.0 for k in METRIC_KEYS if "/" in k)
     assert run.data.metrics["train/restarts"] == 0 and run.data.metrics["train/skipped_steps"] == 0
+    # where the wall time went: the parts add up to the whole, each part positive
+    t = {k.removeprefix("time/"): v for k, v in run.data.metrics.items() if k.startswith("time/")}
+    assert min(t.values()) > 0 and t["cell"] >= t["training"] + t["evaluation"] + t["logging"]
+    assert t["startup"] == pytest.approx(t["cell"] - t["training"] - t["evaluation"] - t["logging"])
+    assert t["overhead"] == pytest.approx(1 - t["training"] / t["cell"])
     # every config value is a param; the tags name the cell
     assert len(run.data.params) == len(cfg.flat())
     assert run.data.params["train.num_workers"] == "2"
@@ -143,7 +148,7 @@ def test_rerun_of_a_finished_run_returns_it(uninterrupted, root):
         run_training(_cfg(root, "train.lr=0.5"), run_name="plain")
 
 
-TIMING = ("fps", "train_time", "wall_time")
+TIMING = ("fps", "train_time", "wall_time", "time/")  # time/…: pipeline.train.phases
 
 
 @pytest.mark.parametrize("workers", [1, 2])
