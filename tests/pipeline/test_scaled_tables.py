@@ -1,6 +1,5 @@
 """Scaled tables (`pipeline.data.scaled_table`): the exact integrals of the unaugmented route,
 precomputed per S from the parent tables, against the loader's own (`integrals_from_sample`)."""
-import json
 import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster (notes/ecosystem §8)
@@ -111,8 +110,8 @@ def test_rerun_writes_nothing_and_a_new_parent_invalidates(split, tmp_path):
     assert sorted(f for f in os.listdir(scaled_dir(work, 48)) if f.startswith("shard-")) == \
         [T.shard_name(i, 3) for i in range(3)]  # the old plan's 2 shards of 6 images went
     assert T.verify(scaled_dir(work, 48)) == fresh.rows
-    manifest = json.load(open(os.path.join(scaled_dir(work, 48), T.MANIFEST)))
-    assert manifest["scale"] == 48 and manifest["parent"] == T.plan_json(json.load(open(os.path.join(work, T.MANIFEST))))
+    manifest = T.read_manifest(scaled_dir(work, 48))
+    assert manifest["scale"] == 48 and manifest["parent"] == T.plan_json(T.read_manifest(work))
 
 
 def test_bad_scales_and_missing_parents_are_clear_errors(split, tmp_path, capsys):
