@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 from pipeline.data.augment import AugmentParams, resize_masks
 from pipeline.data.instance_table import (SCHEMA, SCHEMA_VERSION, columns_to_table, region_integral,
                                           validate_table)
-from pipeline.data.table_dir import (INFO_METADATA_KEY, PLAN_METADATA_KEY, plan_json, read_manifest,
+from pipeline.data.table_dir import (INFO_METADATA_KEY, PLAN_KEYS, PLAN_METADATA_KEY, plan_json, read_manifest,
                                      write_validated)
 
 SCALED_PREFIX = "scaled-"
@@ -52,7 +52,7 @@ def scaled_manifest(parent_dir: str, scale: int) -> dict:
     """The plan of `scaled_dir(parent_dir, scale)`, from the parent's manifest."""
     check_scale(scale)
     parent = read_manifest(parent_dir)
-    if parent is None or "shards" not in parent:
+    if parent is None or not {"shards", *PLAN_KEYS} <= parent.keys():
         raise ValueError(f"{parent_dir}: no finished tables to scale; run `python -m jobs.precompute` first")
     return {"schema_version": SCHEMA_VERSION, "scale": scale, "parent": plan_json(parent), "layout": "integral"}
 
