@@ -10,6 +10,10 @@
    assignments, at S = 550, with the official ATSS anchors (6,416 at 550).
 
     python -m jobs.bench_data [--images 400] [--size 512] [--scale 550]
+    python -m jobs.bench_data --scaled 550:512,128:128   # 4. only (jobs/bench_data_scaled.py)
+
+4. the unaugmented route (evaluation, data.augment=false): (b) vs (a') the exact integrals of
+   the scaled tables, per S, and the scaled precompute's cost.
 
 Timings use one torch thread (as in a loader worker). Prints a markdown report and JSON.
 """
@@ -36,9 +40,9 @@ from pipeline.data.augment import AugmentParams, transform
 from pipeline.data.coco import instance_rles, load_coco, load_image
 from pipeline.data.datasets import InstanceDataset, integrals_from_sample, split_paths
 from pipeline.data.instance_table import InstanceStore
-from pipeline.data.precompute import OBJECT_STORE_BYTES, precompute
+from pipeline.data.precompute import precompute
 from pipeline.data.synthetic import ensure_synthetic
-from pipeline.ray_utils import start_local_ray
+from pipeline.ray_utils import DEFAULT_OBJECT_STORE_BYTES, start_local_ray
 from pipeline.report.anchor_grids import input_anchors
 
 # (a) becomes the default only at >= 99 % identical assignments, counted over the anchors that
@@ -56,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--synthetic-dir", default=DataConfig.synthetic_dir,
                    help=f"where the synthetic dataset is cached (default: {DataConfig.synthetic_dir})")
     p.add_argument("--repeats", type=int, default=3, help="precompute runs per setting, best kept (default: 3)")
+    p.add_argument("--scaled", default=None, metavar="S:SIZE[,…]",
+                   help="measure only the unaugmented route with the scaled tables, at each S on SIZE² "
+                        "synthetic images (e.g. 550:512,128:128) (default: the other parts)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     return p.parse_args(argv)
 
@@ -197,6 +204,8 @@ def report(args, pre, reads, ab) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    if args.scaled:
+        return _main_scaled(args)
     cfg = DataConfig(synthetic_dir=args.synthetic_dir, synthetic_train_images=args.images,
                      synthetic_val_images=max(1, args.images // 4), synthetic_size=args.size,
                      synthetic_seed=args.seed, scale=args.scale)
@@ -204,7 +213,7 @@ def main(argv=None) -> int:
     json_path, image_root = split_paths(cfg, "train")
     source = load_coco(json_path, image_root)
     with tempfile.TemporaryDirectory() as work:
-        start_local_ray(num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False,
+        start_local_ray(num_cpus=2, object_store_memory=DEFAULT_OBJECT_STORE_BYTES, log_to_driver=False,
                         logging_level=logging.WARNING)
         try:
             pre = bench_precompute(json_path, image_root, work, args.repeats)
@@ -222,6 +231,25 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(numbers, f, indent=1)
+    return 0
+
+
+def _main_scaled(args) -> int:
+    from jobs import bench_data_scaled
+
+    bench_data_scaled.parse_pairs(args.scaled)  # a clear error before any work
+    with tempfile.TemporaryDirectory() as work:
+        start_local_ray(num_cpus=2, object_store_memory=DEFAULT_OBJECT_STORE_BYTES, log_to_driver=False,
+                        logging_level=logging.WARNING)
+        try:
+            numbers = bench_data_scaled.run(args, work)
+        finally:
+            ray.shutdown()
+    print(bench_data_scaled.report(args, numbers))
+    print(json.dumps({"scaled": numbers, "args": vars(args)}, indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"scaled": numbers, "args": vars(args)}, f, indent=1)
     return 0
 
 

@@ -75,8 +75,8 @@ class DataConfig:
     # Decode every image while loading the annotations (catches truncated files up front; slow on
     # COCO). Existence, format and size are always checked from the file header.
     verify_images: bool = False
-    # "loader": integral images of the augmented S×S masks built in the loader workers (official,
-    # exact); "parquet": precomputed per-instance integrals mapped back through the augmentation.
+    # "loader": integral images of the sample's S×S masks built in the loader workers (official); "parquet":
+    # precomputed, exact when not augmenting (scaled tables), else mapped back (close). Why "loader": benchmarks.md.
     integrals: str = "loader"
     parquet_dir: str | None = None  # None: <dataset dir>/parquet; tables of a split in <dir>/<split>
     # "rle" (integrals built at read time) or "integral" (region integrals stored, ~110x the bytes);

@@ -95,6 +95,37 @@ def init_ray(num_cpus: int | None = None, *, num_gpus: int | None = None,
     return True
 
 
+@contextmanager
+def ray_session(num_cpus: int | None = None, object_store_memory: int = DEFAULT_OBJECT_STORE_BYTES,
+                shutdown: bool = True):
+    """Use the running Ray cluster, or start a local one (shut down at the end if `shutdown`)."""
+    if ray.is_initialized():
+        yield
+        return
+    kwargs = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
+    else:
+        start_local_ray(num_cpus=num_cpus, object_store_memory=object_store_memory, **kwargs)
+    try:
+        yield
+    finally:
+        if shutdown:
+            ray.shutdown()
+
+
+@contextmanager
+def one_cluster():
+    """The running Ray cluster, or a local one started by the first step with work (its steps
+    pass shutdown_ray=False) and shut down at the end."""
+    started = not ray.is_initialized()
+    try:
+        yield
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+
+
 def logs_dir() -> str:
     """Where the running Ray session keeps every worker's stdout and stderr (worker-*.out/.err;
     on a cluster, the same path on each node)."""

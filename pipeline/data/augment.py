@@ -100,7 +100,7 @@ def transform(image: np.ndarray, rles: list[dict], labels: np.ndarray, boxes: np
     h, w = image.shape[:2]
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)  # [G, 4]
     photo, flip = None, False
-    window = np.array([0, 0, w, h], dtype=np.int64)  # x1, y1, x2, y2 (may exceed the image)
+    window = whole_image((h, w))  # x1, y1, x2, y2 (may exceed the image after expand/crop)
     inside = np.ones(len(boxes), dtype=bool)
     if params.train:
         if rng is None:
@@ -237,6 +237,17 @@ def _resample_image(image: np.ndarray, window: np.ndarray, s: int, photo: dict |
     src = torch.from_numpy(region)[None]  # [1, 3, h', w']
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[0].numpy()  # [3, S, S]
+
+
+def whole_image(size: tuple[int, int]) -> np.ndarray:
+    """The window of the unaugmented route (evaluation, data.augment=false): the image itself."""
+    return np.array([0, 0, size[1], size[0]], dtype=np.int64)  # x1, y1, x2, y2
+
+
+def resize_masks(rles: list[dict], size: tuple[int, int], s: int) -> tuple[np.ndarray, np.ndarray]:
+    """The masks of the unaugmented route, as `transform(..., train=False)` makes them (before it
+    drops empty and small ones): bool [K, S, S] and their tight boxes int64 [K, 4] xyxy."""
+    return _resample_masks(rles, size, whole_image(size), s)
 
 
 def _resample_masks(rles: list[dict], size: tuple[int, int], window: np.ndarray,

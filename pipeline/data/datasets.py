@@ -15,8 +15,11 @@ Batch contract (docs/design.md §3), `Batch(images, targets)`:
 Where the integrals come from (`DataConfig.integrals`):
     "loader"   (b) built here, in the loader workers, from the augmented S×S masks (exact,
                the official behaviour);
-    "parquet"  (a) read from the precomputed per-instance tables (`jobs.precompute`) in
-               original-image coordinates and mapped with `with_transform(affine, window)`.
+    "parquet"  (a) read from the precomputed tables (`jobs.precompute`): on the unaugmented
+               route (evaluation, data.augment=false) the scaled tables' integrals of the
+               resized S×S masks (`scaled_table`: exact, equal to "loader"); when augmenting,
+               the per-instance integrals in original-image coordinates mapped with
+               `with_transform(affine, window)` (close, not exact: docs/benchmarks.md).
 
 Usage:
     train_ds, val_ds = build_datasets(cfg.data)      # synthetic data generated on first use
@@ -43,6 +46,7 @@ from assigners import MaskIntegrals
 from pipeline.data.augment import AugmentParams, Sample, transform
 from pipeline.data.coco import CocoDataset, ImageRecord, instance_rles, load_checked_image, load_coco
 from pipeline.data.instance_table import InstanceStore, region_integral
+from pipeline.data.scaled_table import integral_tables
 from pipeline.data.synthetic import ensure_synthetic
 from pipeline.data.table_source import TableSource
 
@@ -70,11 +74,8 @@ class InstanceDataset:
                  parquet_dir: str | None = None, keep_empty: bool | None = None):
         if integrals not in INTEGRAL_SOURCES:
             raise ValueError(f"integrals must be one of {INTEGRAL_SOURCES}, got {integrals!r}")
-        if integrals == "parquet" and not parquet_dir:
-            raise ValueError("integrals='parquet' needs parquet_dir (see `python -m jobs.precompute`)")
-        if integrals == "parquet" and not os.path.isdir(parquet_dir):
-            raise ValueError(f"integrals='parquet': {parquet_dir} does not exist; run "
-                             f"`python -m jobs.precompute` first")
+        # the tables integrals="parquet" reads (checked here): the scaled ones when not augmenting
+        self.store_dir = integral_tables(parquet_dir, params.scale, params.train) if integrals == "parquet" else None
         self.source = source
         self.params = params
         self.integrals = integrals
@@ -130,10 +131,12 @@ class InstanceDataset:
             integrals = integrals_from_sample(sample)
         else:
             if self._store is None:
-                self._store = InstanceStore(self.parquet_dir)
-            full = self._store.integrals(record.image_id, expected=len(record))
-            integrals = full.select(torch.from_numpy(sample.keep)).with_transform(
-                torch.from_numpy(sample.affine), torch.from_numpy(sample.window))
+                self._store = InstanceStore(self.store_dir)
+            integrals = self._store.integrals(record.image_id, expected=len(record)).select(
+                torch.from_numpy(sample.keep))
+            if self.params.train:  # original-image integrals, mapped through the augmentation
+                integrals = integrals.with_transform(torch.from_numpy(sample.affine),
+                                                     torch.from_numpy(sample.window))
         return {
             "image": torch.from_numpy(sample.image),
             "boxes": torch.from_numpy(sample.boxes),
@@ -274,11 +277,16 @@ def load_source(data_cfg, split: str) -> CocoDataset | TableSource:
     return TableSource(parquet_split_dir(data_cfg, split), split_paths(data_cfg, split)[1])
 
 
+def augments(data_cfg, split: str) -> bool:
+    """Whether a split's samples are augmented: training's, when `data_cfg.augment`."""
+    return split == "train" and data_cfg.augment
+
+
 def build_dataset(data_cfg, split: str) -> InstanceDataset:
     """One split's dataset: "train" augments (when `data_cfg.augment`) and leaves out images
     without annotations; "val" is resize-only and keeps every image."""
     train = split == "train"
-    params = AugmentParams(scale=data_cfg.scale, train=train and data_cfg.augment,
+    params = AugmentParams(scale=data_cfg.scale, train=augments(data_cfg, split),
                            min_box_size=data_cfg.min_box_size)
     parquet = parquet_split_dir(data_cfg, split) if data_cfg.integrals == "parquet" else None
     return InstanceDataset(load_source(data_cfg, split), params, data_cfg.integrals, parquet,

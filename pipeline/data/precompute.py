@@ -18,7 +18,7 @@ The only Ray Data code of the project. Steps:
    writes zstd Parquet with small row groups, reads it back and validates it;
 4. raise on unreadable images (all of them named), else write `images.parquet` and
    `_manifest.json` and validate the directory as a whole (`InstanceStore` opens it).
-
+`precompute_scaled` adds a finished directory's exact S×S integrals (`scaled_table`) the same way.
 Writing the files inside the map tasks (rather than `Dataset.write_parquet`) is what makes the
 shard names ours, hence restartable.
 """
@@ -29,7 +29,6 @@ import logging
 import os
 import pickle
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
@@ -38,17 +37,15 @@ import ray
 from tqdm import tqdm
 
 from pipeline.data.coco import load_checked_image, load_coco
-from pipeline.data.datasets import SPLITS, parquet_split_dir, split_paths
+from pipeline.data.datasets import SPLITS, augments, parquet_split_dir, split_paths
 from pipeline.data.instance_table import (IMAGE_SCHEMA, LAYOUTS, SCHEMA, SCHEMA_VERSION, InstanceStore,
                                           columns_to_table, image_columns, validate_table)
+from pipeline.data.scaled_table import (SCALED_PLAN_KEYS, check_scale, scaled_current, scaled_dir,
+                                        scaled_manifest, write_scaled_shard)
 from pipeline.data.table_dir import (IMAGES_FILE, INFO_METADATA_KEY, PLAN_METADATA_KEY, check_manifest,
-                                     fingerprint, plan_json, remove_unplanned, shard_info, shard_name, tables_current,
-                                     write_manifest, write_validated)
-from pipeline.ray_utils import start_local_ray
-
-# Ray's object store for a cluster we start ourselves; Ray's default (30 % of RAM) is far more
-# than shards of a few MB need on a shared 2-core machine.
-OBJECT_STORE_BYTES = 512 * 1024**2
+                                     fingerprint, plan_json, read_manifest, remove_unplanned, shard_info,
+                                     shard_name, tables_current, write_manifest, write_validated)
+from pipeline.ray_utils import one_cluster, ray_session
 
 
 @dataclass
@@ -63,29 +60,11 @@ class PrecomputeResult:
     seconds: float = 0.0  # wall time of the Ray part (what the throughput is measured on)
     validation: str = ""  # what loading the split dropped (pipeline.data.coco.ValidationReport.summary)
     bad_images: list[str] = field(default_factory=list)  # unreadable files skipped (skip_invalid)
+    scaled: dict[int, "PrecomputeResult"] = field(default_factory=dict)  # S -> its scaled tables
 
     @property
     def instances_per_second(self) -> float:
         return self.rows_written / self.seconds if self.seconds > 0 else 0.0
-
-
-@contextmanager
-def ray_session(num_cpus: int | None = None, object_store_memory: int = OBJECT_STORE_BYTES,
-                shutdown: bool = True):
-    """Use the running Ray cluster, or start a local one (shut down at the end if `shutdown`)."""
-    if ray.is_initialized():
-        yield
-        return
-    kwargs = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **kwargs)
-    else:
-        start_local_ray(num_cpus=num_cpus, object_store_memory=object_store_memory, **kwargs)
-    try:
-        yield
-    finally:
-        if shutdown:
-            ray.shutdown()
 
 
 def _write_shard(item: dict, out_dir: str, image_root: str, layout: str, cat_to_label: dict[int, int],
@@ -151,10 +130,12 @@ def precompute(json_path: str, image_root: str, out_dir: str, *, layout: str = "
     todo = [i for i in range(n) if infos[i] is None]
     result = PrecomputeResult(out_dir=out_dir, shards=n, skipped=[i for i in range(n) if infos[i] is not None])
     if todo:
-        payloads = {i: pickle.dumps((chunks[i], [source.coco.imgToAnns[im["id"]] for im in chunks[i]]))
-                    for i in todo}
-        _write_shards(todo, names, payloads, out_dir, image_root, layout, source.category_to_label, plan,
-                      skip_invalid, num_workers, shutdown_ray, progress, result, infos)
+        items = [{"shard": i, "name": names[i], "payload": pickle.dumps(
+            (chunks[i], [source.coco.imgToAnns[im["id"]] for im in chunks[i]]))} for i in todo]
+        _map_shards(items, _write_shard, {"out_dir": out_dir, "image_root": image_root, "layout": layout,
+                                          "cat_to_label": source.category_to_label, "plan": plan,
+                                          "skip_invalid": skip_invalid},
+                    num_workers, shutdown_ray, progress, result, infos)
     bad = [b for info in infos for b in info["bad"]]
     if bad and not skip_invalid:
         raise ValueError(f"{json_path}: {len(bad)} unreadable image(s) under {image_root} (fix or remove "
@@ -201,23 +182,17 @@ def _check_directory(out_dir: str) -> None:
         raise ValueError(f"{out_dir}: {len(store)} instances on disk, expected {expected}")
 
 
-def _write_shards(todo: list[int], names: list[str], payloads: dict[int, bytes], out_dir: str,
-                  image_root: str, layout: str, cat_to_label: dict[int, int], plan: str,
-                  skip_invalid: bool, num_workers: int, shutdown_ray: bool, progress: bool,
-                  result: PrecomputeResult, infos: list) -> None:
-    """The missing shards, written by `num_workers` parallel Ray Data tasks; `result` and
-    `infos` (per shard: kept images and their rows, unreadable files) are filled in."""
-    items = [{"shard": i, "name": names[i], "payload": payloads[i]} for i in todo]
+def _map_shards(items: list[dict], task, task_kwargs: dict, num_workers: int, shutdown_ray: bool,
+                progress: bool, result: PrecomputeResult, infos: list) -> None:
+    """The missing shards (`items`: shard index, name, ...), written by `num_workers` parallel Ray Data
+    `task`s; `result` and `infos` (per shard: kept images and their rows, unreadable files) are filled in."""
     with ray_session(num_cpus=num_workers, shutdown=shutdown_ray):
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours below
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         start = time.perf_counter()
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            _write_shard, fn_kwargs={"out_dir": out_dir, "image_root": image_root, "layout": layout,
-                                     "cat_to_label": cat_to_label, "plan": plan,
-                                     "skip_invalid": skip_invalid},
-            compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1)
-        bar = tqdm(total=len(todo), desc=f"precompute {os.path.basename(out_dir) or out_dir}",
+            task, fn_kwargs=task_kwargs, compute=ray.data.TaskPoolStrategy(size=num_workers), num_cpus=1)
+        bar = tqdm(total=len(items), desc=f"precompute {os.path.basename(result.out_dir) or result.out_dir}",
                    unit="shard", disable=not progress)
         for row in ds.iter_rows():
             infos[int(row["shard"])] = json.loads(row["info"])
@@ -236,31 +211,66 @@ def result_summary(result: PrecomputeResult) -> dict:
     return d
 
 
-def precompute_splits(data_cfg, splits=SPLITS, *, overwrite: bool = False,
+def precompute_scaled(parent_dir: str, scale: int, *, num_workers: int = 2, progress: bool = True,
+                      shutdown_ray: bool = True) -> PrecomputeResult:
+    """Write (or complete) the scaled tables of a finished split directory at S = `scale`
+    (`pipeline.data.scaled_table`): one Ray Data task per parent shard, same shard names.
+
+    Shards of this plan are kept; tables made from other parent tables are replaced (they are
+    derived data, never edited by hand)."""
+    manifest = scaled_manifest(parent_dir, scale)  # checks the scale and that the parent is finished
+    names = sorted(read_manifest(parent_dir)["shards"])
+    out_dir = scaled_dir(parent_dir, scale)
+    os.makedirs(out_dir, exist_ok=True)
+    check_manifest(out_dir, manifest, overwrite=True, keys=SCALED_PLAN_KEYS)
+    remove_unplanned(out_dir, names)
+    plan = plan_json(manifest, SCALED_PLAN_KEYS)
+    infos = [shard_info(out_dir, name, plan) for name in names]
+    todo = [i for i, info in enumerate(infos) if info is None]
+    result = PrecomputeResult(out_dir=out_dir, shards=len(names),
+                              skipped=[i for i, info in enumerate(infos) if info is not None])
+    if todo:
+        _map_shards([{"shard": i, "name": names[i]} for i in todo], write_scaled_shard,
+                    {"parent_dir": parent_dir, "out_dir": out_dir, "scale": scale, "plan": plan},
+                    num_workers, shutdown_ray, progress, result, infos)
+    manifest["shards"] = {name: sum(r for _, r in info["kept"]) for name, info in zip(names, infos)}
+    if read_manifest(out_dir) != manifest:  # a rerun with nothing to do writes nothing
+        write_manifest(out_dir, manifest)
+    result.rows = sum(manifest["shards"].values())
+    if len(InstanceStore(out_dir)) != result.rows:  # the directory as a whole reads back
+        raise ValueError(f"{out_dir}: the shards on disk do not hold the {result.rows} instances planned")
+    result.bytes = sum(os.path.getsize(os.path.join(out_dir, name)) for name in names)
+    result.written.sort()
+    return result
+
+
+def _precompute_split(data_cfg, split: str, overwrite: bool, progress: bool) -> PrecomputeResult:
+    json_path, image_root = split_paths(data_cfg, split)
+    return precompute(json_path, image_root, parquet_split_dir(data_cfg, split), layout=data_cfg.parquet_layout,
+                      images_per_shard=data_cfg.parquet_images_per_shard, num_workers=data_cfg.precompute_workers,
+                      skip_invalid=data_cfg.skip_invalid, overwrite=overwrite, progress=progress,
+                      shutdown_ray=False)
+
+
+def precompute_splits(data_cfg, splits=SPLITS, *, scales=(), overwrite: bool = False,
                       progress: bool = False) -> dict[str, PrecomputeResult]:
     """Write (or complete) the tables of each split of `data_cfg` into
-    `parquet_split_dir(data_cfg, split)`, with its layout, shard size, workers and skip_invalid.
+    `parquet_split_dir(data_cfg, split)`, with its layout, shard size, workers and skip_invalid,
+    and for each S in `scales` its scaled tables (`result.scaled[S]`).
 
     One Ray cluster serves every split: the running one, or a local one started by the first
-    split that has work and shut down at the end. Split names are checked before any work.
+    split that has work and shut down at the end. Split names and scales are checked before any work.
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; valid: {', '.join(SPLITS)}")
+    scales = [check_scale(s) for s in scales]
     out = {}
-    started = not ray.is_initialized()
-    try:
+    with one_cluster():
         for split in splits:
-            json_path, image_root = split_paths(data_cfg, split)
-            out[split] = precompute(json_path, image_root, parquet_split_dir(data_cfg, split),
-                                    layout=data_cfg.parquet_layout,
-                                    images_per_shard=data_cfg.parquet_images_per_shard,
-                                    num_workers=data_cfg.precompute_workers,
-                                    skip_invalid=data_cfg.skip_invalid, overwrite=overwrite,
-                                    progress=progress, shutdown_ray=False)
-    finally:
-        if started and ray.is_initialized():
-            ray.shutdown()
+            out[split] = _precompute_split(data_cfg, split, overwrite, progress)
+            out[split].scaled = {s: precompute_scaled(out[split].out_dir, s, num_workers=data_cfg.precompute_workers,
+                                                      progress=progress, shutdown_ray=False) for s in scales}
     return out
 
 
@@ -268,14 +278,22 @@ def ensure_precomputed(data_cfg, progress: bool = False) -> dict[str, str]:
     """Make sure both splits of `data_cfg` have their Parquet tables; returns split -> directory.
 
     Call it once in the driver before training or evaluating from the tables (`data.source =
-    "parquet"`): splits whose tables are current (`tables_current`, no JSON parsed) are left
-    alone; the others are precomputed with the running Ray cluster, or a local one started for
-    the duration.
+    "parquet"`, or `integrals = "parquet"`): splits whose tables are current (`tables_current`,
+    no JSON parsed) are left alone; the others are precomputed with the running Ray cluster, or a
+    local one started for the duration. With `integrals = "parquet"`, the unaugmented splits also
+    get their scaled tables at `data_cfg.scale` (`scaled_current`: from the manifests alone).
     """
     settings = {"layout": data_cfg.parquet_layout, "images_per_shard": data_cfg.parquet_images_per_shard,
                 "skip_invalid": data_cfg.skip_invalid}
     dirs = {split: parquet_split_dir(data_cfg, split) for split in SPLITS}
     todo = [s for s in SPLITS if not tables_current(dirs[s], split_paths(data_cfg, s)[0], settings)]
-    if todo:
-        precompute_splits(data_cfg, todo, progress=progress)
+    with one_cluster():
+        for split in todo:
+            _precompute_split(data_cfg, split, overwrite=False, progress=progress)
+        for split in SPLITS:
+            local = "://" not in dirs[split]  # tables behind a URI are made elsewhere (`tables_current`)
+            if (data_cfg.integrals == "parquet" and not augments(data_cfg, split) and local
+                    and not scaled_current(dirs[split], data_cfg.scale)):
+                precompute_scaled(dirs[split], data_cfg.scale, num_workers=data_cfg.precompute_workers,
+                                  progress=progress, shutdown_ray=False)
     return dirs

@@ -4,6 +4,8 @@ records, atomic writes, and which shards are already complete (see `pipeline.dat
     <dir>/shard-00007-of-00042.parquet   instance rows (`instance_table.SCHEMA`), per image in order
     <dir>/images.parquet                 one row per image (`instance_table.IMAGE_SCHEMA`)
     <dir>/_manifest.json                 the plan (`PLAN_KEYS`), categories, rows per shard
+    <dir>/scaled-550/                    the same shards, "integral" layout, of the masks resized
+                                         to 550×550 for the unaugmented routes (`scaled_table`)
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ def fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-def plan_json(manifest: dict) -> str:
-    return json.dumps({k: manifest[k] for k in PLAN_KEYS}, sort_keys=True)
+def plan_json(manifest: dict, keys: tuple[str, ...] = PLAN_KEYS) -> str:
+    return json.dumps({k: manifest[k] for k in keys}, sort_keys=True)
 
 
 def write_validated(table, final: str, validate) -> None:
@@ -61,7 +63,19 @@ def write_manifest(out_dir: str, manifest: dict) -> None:
     os.replace(tmp, os.path.join(out_dir, MANIFEST))  # appears complete, or not at all
 
 
-def check_manifest(out_dir: str, manifest: dict, overwrite: bool) -> None:
+def read_manifest(out_dir: str) -> dict | None:
+    """A directory's manifest; None when it is missing or not a JSON object."""
+    try:
+        with open(os.path.join(out_dir, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def check_manifest(out_dir: str, manifest: dict, overwrite: bool, keys: tuple[str, ...] = PLAN_KEYS) -> None:
+    """Nothing to do when `out_dir` has no manifest or one with the same plan (`keys`); else an
+    error, or with `overwrite` its shards and manifest removed."""
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
         return
@@ -70,7 +84,7 @@ def check_manifest(out_dir: str, manifest: dict, overwrite: bool) -> None:
             old = json.load(f)
         if not isinstance(old, dict):
             raise ValueError(f"{path} is not a JSON object")
-        changed = [k for k in PLAN_KEYS if old.get(k) != manifest[k]]
+        changed = [k for k in keys if old.get(k) != manifest[k]]
         why = f"{', '.join(changed)} differ"
     except ValueError:  # not JSON: damaged, or made by something else
         changed, why = [MANIFEST], f"its {MANIFEST} is unreadable"
@@ -122,20 +136,14 @@ def verify(out_dir: str) -> int:
     return total
 
 
-
-
 def tables_current(out_dir: str, json_path: str, settings: dict) -> bool:
     """Whether `out_dir` holds finished tables of this very JSON file (same bytes) made with
     `settings` (layout, images_per_shard, skip_invalid): checked from the manifest alone, without
     parsing the JSON. Tables behind a URI (s3://…) are taken as they are: they are made elsewhere."""
     if "://" in out_dir:
         return True
-    try:
-        with open(os.path.join(out_dir, MANIFEST)) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return False
+    manifest = read_manifest(out_dir)
     expected = {"schema_version": SCHEMA_VERSION, **settings}
-    return (isinstance(manifest, dict) and all(manifest.get(k) == v for k, v in expected.items())
+    return (manifest is not None and all(manifest.get(k) == v for k, v in expected.items())
             and os.path.exists(os.path.join(out_dir, IMAGES_FILE))
             and os.path.exists(json_path) and manifest.get("source_sha1") == fingerprint(json_path))

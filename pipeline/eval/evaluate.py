@@ -203,7 +203,7 @@ def evaluate_checkpoint(path: str | Path, *, out_dir: str | Path, data_dir: str 
     Every problem with the inputs (no such path, not a checkpoint, a corrupt file, no config, a
     dataset that is not there) is a one-line `ValueError` before any work starts."""
     cfg, model = load_checkpoint(path, data_dir, overrides, config_file)
-    if cfg.data.source == "parquet":
+    if cfg.data.source == "parquet" or cfg.data.integrals == "parquet":
         ensure_precomputed(cfg.data)  # a dataset met for the first time: its tables, once
     dev = torch.device(device)
     model.to(dev)

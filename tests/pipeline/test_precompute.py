@@ -16,6 +16,7 @@ from pipeline.data.augment import AugmentParams
 from pipeline.data.coco import decode_masks, load_coco
 from pipeline.data.datasets import InstanceDataset
 from pipeline.data.instance_table import SCHEMA, InstanceStore, validate_table
+from pipeline.data.scaled_table import scaled_current, scaled_dir
 from pipeline.data.synthetic import generate
 
 
@@ -189,6 +190,8 @@ def test_ensure_precomputed_feeds_parquet_batches(ray_cluster, tmp_path):
     assert P.ensure_precomputed(cfg) == dirs  # current tables: recognised from the manifest, left alone
     assert made == {f: os.stat(os.path.join(dirs["train"], f)).st_mtime_ns for f in os.listdir(dirs["train"])}
     assert ray.is_initialized()  # the caller's cluster is left running
+    # integrals="parquet": the unaugmented split (val) also gets its exact S×S integrals
+    assert scaled_current(dirs["val"], 64) and not os.path.exists(scaled_dir(dirs["train"], 64))
     train, val = build_datasets(cfg)
     batch = next(iterate_batches(train, batch_size=2, seed=0, shuffle=True))
     for t in batch.targets:

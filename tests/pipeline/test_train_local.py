@@ -103,6 +103,9 @@ def test_parquet_integrals_are_precomputed_by_the_run(root):
                       f"data.parquet_dir={root / 'pq' / 'tables'}", "eval.fps_runs=1", "eval.overlays=0")
     result = run_training(cfg, run_name="parquet")
     assert sorted(p.name for p in (root / "pq" / "tables").iterdir() if p.is_dir()) == ["train", "val"]
+    # evaluation (not augmented) reads the exact integrals of its S×S masks; augmented training maps
+    scaled = [(root / "pq" / "tables" / split / f"scaled-{cfg.data.scale}").is_dir() for split in ("train", "val")]
+    assert scaled == [False, True]
     assert Path(result["checkpoint"], MODEL_FILE).is_file()
 
 
