@@ -48,7 +48,7 @@ from pipeline.eval.coco_eval import (evaluate_per_image, predictions_to_coco_res
 from pipeline.eval.model_files import load_checkpoint, unwrap
 from pipeline.eval.overlays import save_overlay
 from pipeline.eval.runtime import (FP32, all_gather, broadcast_state, channels_last, cpu_threads,
-                                   inference_autocast, inference_precision)
+                                   inference_autocast, inference_model, inference_precision)
 from pipeline.eval.speed import describe_setup, measure_fps
 
 RESULTS_FILE = "coco_results.json"
@@ -165,10 +165,12 @@ def evaluate_model(model: nn.Module, dataset: InstanceDataset, eval_cfg: EvalCon
 def inference_setup(core: nn.Module, eval_cfg: EvalConfig, device: torch.device, amp: bool, threads: int):
     """(model to call, precision) for the block: `threads` CPU threads, the model in channels_last
     and/or compiled as `eval_cfg` asks (its layout restored afterwards), bf16 autocast where
-    `eval.precision` (or a CUDA run's `amp`) asks and the device computes bf16 natively."""
+    `eval.precision` (or a CUDA run's `amp`) asks and the device computes bf16 natively — then
+    through a copy with batch norm folded and conv weights in bf16 (`model.fold`)."""
     precision = inference_precision(device, amp, eval_cfg.precision)  # checks eval.precision first
     with cpu_threads(device, threads), channels_last(core, eval_cfg.channels_last):
-        yield (torch.compile(core) if eval_cfg.compile else core), precision
+        net = inference_model(core, precision)
+        yield (torch.compile(net) if eval_cfg.compile else net), precision
 
 
 def _evaluate(core: nn.Module, net: nn.Module, dataset: InstanceDataset, eval_cfg: EvalConfig,

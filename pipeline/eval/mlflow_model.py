@@ -40,7 +40,7 @@ from pipeline.data.datasets import load_split
 from pipeline.eval.coco_eval import predictions_to_coco_results
 from pipeline.eval.evaluate import predict
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE, build_model, read_state_dict
-from pipeline.eval.runtime import inference_precision
+from pipeline.eval.runtime import inference_model, inference_precision
 
 MODEL_NAME = "model"  # `runs:/<run id>/model`
 CATEGORIES_FILE = "categories.json"
@@ -64,15 +64,16 @@ class YolactPyfunc(mlflow.pyfunc.PythonModel):
         self.model = build_model(self.cfg, load_pretrained=False)
         self.model.load_state_dict(read_state_dict(ckpt))
         self.model.eval()
+        self.precision = inference_precision(torch.device("cpu"), False, self.cfg.eval.precision)  # as evaluation
+        self.net = inference_model(self.model, self.precision)
 
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         images = np.asarray(model_input)  # MLflow has checked it against SIGNATURE: uint8 [B, H, W, 3]
         aug = AugmentParams(scale=self.cfg.data.scale, train=False)
         no_gt = ([], np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
         batch = np.stack([transform(img, *no_gt, aug).image for img in images])  # [B, 3, S, S]
-        precision = inference_precision(torch.device("cpu"), False, self.cfg.eval.precision)  # as evaluation
-        preds = predict(self.model, torch.from_numpy(batch), [img.shape[:2] for img in images], self.cfg.eval,
-                        precision)
+        preds = predict(self.net, torch.from_numpy(batch), [img.shape[:2] for img in images], self.cfg.eval,
+                        self.precision)
         for i, p in enumerate(preds):
             p["image_id"] = i
         results = predictions_to_coco_results(preds, self.label_to_category)

@@ -36,7 +36,7 @@ from pipeline.data.datasets import split_paths
 from pipeline.data.synthetic import categories as synthetic_categories
 from pipeline.eval.model_files import (CONFIG_FILE, MODEL_FILE, build_model, fit_weights, read_config,
                                        read_state_dict)
-from pipeline.eval.runtime import inference_autocast, inference_precision
+from pipeline.eval.runtime import inference_autocast, inference_model, inference_precision
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +153,12 @@ def load_predictor(source: str, device: str | torch.device = "cpu", *, scale: in
     dev = torch.device(device)
     model = fit_weights(build_model(cfg, load_pretrained=False), state, cfg, source).eval().to(dev)
     precision = inference_precision(dev, cfg.train.amp, precision or cfg.eval.precision)
+    net = inference_model(model, precision)  # as evaluation runs it
 
     @torch.no_grad()
     def run(images: torch.Tensor) -> dict:
         with inference_autocast(dev, precision):
-            return model(images)
+            return net(images)
 
     return Predictor(run=run, info=model_info(cfg, scale), device=dev, source=f"checkpoint {source}",
                      model=model)

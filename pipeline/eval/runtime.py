@@ -5,7 +5,8 @@
 - `inference_precision` / `inference_autocast` / `channels_last`: how inference runs — bf16
   autocast with `amp` on CUDA or with `eval.precision="bf16"` on any device with native bf16 (CUDA,
   or a CPU with AVX-512 BF16 / AMX, where oneDNN has bf16 kernels; emulated bf16 would be slower
-  than fp32), and the model in channels_last memory format for the duration of a block.
+  than fp32), and the model in channels_last memory format for the duration of a block;
+  `inference_model`: the bf16 route's model (batch norm folded, conv weights cast once).
 - `cpu_threads`: a fixed torch thread count for a block (CPU results depend on it).
 - `broadcast_state`, `all_gather`: rank 0's model state on every rank, and every rank's Python
   object on every rank; without a process group they do nothing (or return `[obj]`), so the same
@@ -19,6 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from model.fold import cast_conv_weights, fold_batchnorm
 
 
 def amp_active(device: torch.device, amp: bool) -> bool:
@@ -105,3 +108,13 @@ def all_gather(obj: Any, world: int) -> list[Any]:
     parts: list[Any] = [None] * world
     dist.all_gather_object(parts, obj)
     return parts
+
+
+def inference_model(module: nn.Module, precision_name: str) -> nn.Module:
+    """The model as inference runs it in `precision_name` (from `inference_precision`): for
+    BF16_AUTOCAST a copy with batch norm folded into the convolutions and their weights stored in
+    bf16 once (`model.fold`; `module` is left as it is), else `module` itself (fp32: the exact
+    reference)."""
+    if precision_name != BF16_AUTOCAST:
+        return module
+    return cast_conv_weights(fold_batchnorm(module), torch.bfloat16)

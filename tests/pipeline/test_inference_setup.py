@@ -65,6 +65,10 @@ def test_channels_last_and_bf16_predict_what_fp32_predicts(tiny):
         pytest.skip("this CPU has no native bf16: eval.precision=bf16 runs in fp32")
     bf, p = _predictions(model, cfg, batch.images, sizes, precision="bf16", channels_last=True)
     assert p == BF16_AUTOCAST
+    with inference_setup(model, replace(cfg.eval, precision="bf16"), CPU, amp=False, threads=1) as (net, _):
+        # the bf16 route runs a folded copy (model.fold); the model itself keeps its norms
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     for a, b in zip(ref, bf):  # bf16 keeps ~3 significant digits: the top scores agree loosely
         torch.testing.assert_close(a["scores"][:5], b["scores"][:5], rtol=0.05, atol=0.02)
         assert a["masks"].shape[1:] == b["masks"].shape[1:]
