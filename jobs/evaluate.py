@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="checkpoint directory (holding model.pt and config.json) or a model.pt "
-                        "with config.json beside it (required)")
+                   help="checkpoint directory (holding model.pt and config.json), a model.pt "
+                        "with config.json beside it, or a run's MLflow artifacts as downloaded "
+                        "(checkpoint/model.pt with config/config.json next to checkpoint/) (required)")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="COCO-format dataset directory to evaluate on (default: the dataset the "
                         "checkpoint was trained with, e.g. the built-in synthetic one)")

@@ -39,7 +39,7 @@ from pipeline.data.coco import load_image
 from pipeline.data.datasets import load_split
 from pipeline.eval.coco_eval import predictions_to_coco_results
 from pipeline.eval.evaluate import predict
-from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE, build_model, read_state_dict
+from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE, build_model, fit_weights, read_state_dict
 from pipeline.eval.runtime import inference_model, inference_precision
 
 MODEL_NAME = "model"  # `runs:/<run id>/model`
@@ -61,9 +61,8 @@ class YolactPyfunc(mlflow.pyfunc.PythonModel):
         self.cfg = Config.from_dict(json.loads((ckpt / CONFIG_FILE).read_text()))
         cats = json.loads(Path(context.artifacts["categories"]).read_text())
         self.label_to_category, self.names = cats["label_to_category"], cats["names"]
-        self.model = build_model(self.cfg, load_pretrained=False)
-        self.model.load_state_dict(read_state_dict(ckpt))
-        self.model.eval()
+        self.model = fit_weights(build_model(self.cfg, load_pretrained=False), read_state_dict(ckpt), self.cfg,
+                                 str(ckpt)).eval()
         self.precision = inference_precision(torch.device("cpu"), False, self.cfg.eval.precision)  # as evaluation
         self.net = inference_model(self.model, self.precision)
 
