@@ -24,7 +24,8 @@ from pipeline.eval.evaluate import PER_IMAGE_FILE
 from pipeline.eval.image_eval import ImageEval
 from pipeline.report.compare import compare_rows
 from pipeline.report.table import Row, summarise, to_csv, to_markdown
-from pipeline.sweep.driver import TUNE_DIR, SweepOutcome, resume_command
+from pipeline.sweep.callbacks import TUNE_DIR
+from pipeline.sweep.driver import SweepOutcome, resume_command
 from pipeline.sweep.record import SweepRecord, sweep_dir
 from pipeline.sweep.results import CellResult, finished_results, missing_cells
 

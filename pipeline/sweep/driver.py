@@ -18,16 +18,12 @@ Shape (Ray 2.60, Train V2):
 - fps is measured once all trials are done, cell after cell (`pipeline.sweep.timing`): never while
   another trial trains on the same cores.
 
-Fault injection for the resume tests, read from the driver's environment: once N trials have
-completed, `MASKAWARE_SWEEP_INTERRUPT_AFTER=N` interrupts the sweep (SIGINT, as Ctrl-C would: Tune
-saves its state and the sweep exits with 130) and `MASKAWARE_SWEEP_CRASH_AFTER=N` kills the driver
-on the spot (`os._exit(75)`: no cleanup, Tune's state as a crash leaves it).
+The status table and the resume tests' fault injection are Tune callbacks (`pipeline.sweep.callbacks`).
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,10 +34,11 @@ from ray import tune
 from pipeline import tracking
 from pipeline import tracking_view as view
 from pipeline.config import Config, SweepConfig
-from pipeline.ray_utils import init_ray, logs_dir, quiet_logs
+from pipeline.ray_utils import init_ray, quiet_logs
+from pipeline.sweep.callbacks import TUNE_DIR, InterruptAfter, ShowStatus, trial_name
 from pipeline.sweep.grid import Cell, cell_config, collapsed_rows, grid_cells
 from pipeline.sweep.results import finished_results, missing_cells
-from pipeline.sweep.status import StatusBoard, last_error_line
+from pipeline.sweep.status import StatusBoard
 from pipeline.sweep.record import (KIND_SWEEP, KIND_TAG, KIND_TRIAL, SWEEP_TAG, SweepRecord,
                                    latest_sweep, new_sweep_name, sweep_dir, sweeps_root)
 from pipeline.sweep.timing import time_cell, untimed_runs
@@ -49,10 +46,6 @@ from pipeline.sweep.timing import time_cell, untimed_runs
 log = logging.getLogger(__name__)
 
 DRIVER_RESOURCE = "trial_driver"
-INTERRUPT_ENV = "MASKAWARE_SWEEP_INTERRUPT_AFTER"
-CRASH_ENV = "MASKAWARE_SWEEP_CRASH_AFTER"
-EXIT_CRASHED = 75
-TUNE_DIR = "tune"
 EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
 EXIT_FAILED = 1  # some trial raised, even after Tune's retries
 # Tune's console output off (the status table replaces it): tracebacks only in error.txt, and the
@@ -104,60 +97,6 @@ def _cell_tags(sweep_name: str, cell: Cell) -> dict[str, str]:
 def _numeric(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _trial_name(trial) -> str:
-    """The cell key, for a Tune Trial or a Result (both carry the trial's config)."""
-    return Cell(**trial.config["cell"]).key
-
-
-class _InterruptAfter(tune.Callback):
-    """Deterministic interruption for tests; reads the env at call time (Tune pickles callbacks
-    with its state and restores them, so a resumed sweep without the variable must not fire)."""
-
-    def __init__(self):
-        self.completed = 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.completed += 1
-        crash, interrupt = os.environ.get(CRASH_ENV), os.environ.get(INTERRUPT_ENV)
-        if crash is not None and self.completed >= int(crash):
-            print(f"{CRASH_ENV}={crash}: the sweep driver dies now", flush=True)
-            os._exit(EXIT_CRASHED)
-        if interrupt is not None and self.completed >= int(interrupt):
-            log.warning("%s=%s: interrupting the sweep", INTERRUPT_ENV, interrupt)
-            os.kill(os.getpid(), signal.SIGINT)
-
-
-class _ShowStatus(tune.Callback):
-    """Forwards Tune's trial events to the sweep's status table (`pipeline.sweep.status`)."""
-
-    def __init__(self, board: StatusBoard, directory: Path):
-        self.board, self.directory = board, directory
-
-    def setup(self, **info):  # also on a resumed sweep, whose callbacks Tune restores from its state
-        self.board.restart(f"worker logs: {logs_dir()}/worker-*.out, .err\n"
-                           f"trial errors: {self.directory / TUNE_DIR}/<cell>/error.txt")
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.board.start(_trial_name(trial))
-
-    on_trial_recover = on_trial_start  # Tune retries a failed trial driver (sweep.trial_max_failures)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.board.result(_trial_name(trial), result)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.board.complete(_trial_name(trial), trial.last_result or {})
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.board.fail(_trial_name(trial), last_error_line(getattr(trial, "error_file", None)))
-
-    def on_step_end(self, iteration, trials, **info):
-        self.board.draw()
-
-    def on_experiment_end(self, trials, **info):
-        self.board.draw(force=True)
 
 
 # --- the sweep driver ------------------------------------------------------------------------------
@@ -259,13 +198,13 @@ def _tuner(record: SweepRecord, directory: Path, slots: int, resume: bool) -> tu
     return tune.Tuner(
         trainable,
         param_space={"cell": tune.grid_search(record.cells)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=slots, trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_name),
+        tune_config=tune.TuneConfig(max_concurrent_trials=slots, trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name),
         # verbose=0: the status table replaces Tune's own progress output
         run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(directory), verbose=0,
                                   failure_config=tune.FailureConfig(
                                       max_failures=record.base_config().sweep.trial_max_failures),
-                                  callbacks=[_InterruptAfter(), _ShowStatus(_board(record), directory)]))
+                                  callbacks=[InterruptAfter(), ShowStatus(_board(record), directory)]))
 
 
 def _board(record: SweepRecord) -> StatusBoard:
@@ -298,7 +237,7 @@ def run_sweep(cfg: Config, preset: str, *, name: str | None = None, resume: bool
         record.parent_run_id, record.status = parent.run_id, "running"
         record.save(directory)
         results = _tuner(record, directory, slots, resume).fit()
-        errors = {_trial_name(r): _one_line(r.error) for r in results if r.error is not None}
+        errors = {trial_name(r): _one_line(r.error) for r in results if r.error is not None}
         _time_cells(record, base)
     finally:
         if owns_ray:

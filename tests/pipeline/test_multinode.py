@@ -23,7 +23,7 @@ from pipeline import tracking
 from pipeline.config import TrackingConfig
 from pipeline.eval.model_files import MODEL_FILE
 from pipeline.report.table import COLUMNS
-from pipeline.sweep.driver import CRASH_ENV, EXIT_CRASHED
+from pipeline.sweep.callbacks import CRASH_ENV, EXIT_CRASHED
 from pipeline.sweep.record import SweepRecord
 from tests.pipeline.multinode_ci import (NODE_ENV, add_worker, mlflow_server, start_cluster, stop_server,
                                          sweep_env, train_worker_nodes)

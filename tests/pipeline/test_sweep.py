@@ -156,13 +156,13 @@ def test_injected_interruption_fires_after_n_trials(monkeypatch):
     import os
     import signal
 
-    from pipeline.sweep.driver import CRASH_ENV, EXIT_CRASHED, INTERRUPT_ENV, _InterruptAfter
+    from pipeline.sweep.callbacks import CRASH_ENV, EXIT_CRASHED, INTERRUPT_ENV, InterruptAfter
 
     got = []
     previous = signal.signal(signal.SIGINT, lambda *_: got.append("SIGINT"))
     monkeypatch.setattr(os, "_exit", lambda code: got.append(code))
     try:
-        cb = _InterruptAfter()
+        cb = InterruptAfter()
         monkeypatch.setenv(INTERRUPT_ENV, "2")
         cb.on_trial_complete(0, [], None)
         assert got == []

@@ -15,7 +15,7 @@ import pytest
 from pipeline import tracking
 from pipeline.config import TrackingConfig
 from pipeline.report.table import COLUMNS
-from pipeline.sweep.driver import CRASH_ENV, EXIT_CRASHED
+from pipeline.sweep.callbacks import CRASH_ENV, EXIT_CRASHED
 from pipeline.sweep.record import SweepRecord
 from pipeline.sweep.timing import FPS_SETUP_TAG
 from tests.pipeline.sweep_ci import ROOT, ci_overrides, clean_env, kill_session, run
