@@ -218,8 +218,9 @@ def to_markdown(rows: list[Row], note: str = "") -> str:
               f"lies above 0; {MISSING}: no finished run; {UNDEFINED}: undefined for this data (e.g. "
               "APL without large objects)."]
     lines += ["", fps_note(rows)]
-    if time_note(rows):
-        lines += ["", time_note(rows)]
+    timing = time_note(rows)
+    if timing:
+        lines += ["", timing]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
