@@ -37,11 +37,21 @@ DEFAULT_OBJECT_STORE_BYTES = 512 * 2**20
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
 LOOPBACK = "127.0.0.1"
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # read by ray_constants.ENABLE_RAY_CLUSTER
+# How often Ray Train's controller polls its workers (Ray's default: 2 s). After the final report
+# a run waits for the next polls to see the workers finish: ≈ 5 s per run at 2 s, ≈ 2 s at 0.5 s
+# (docs/benchmarks.md, issue 15 on a quiet machine); one poll is one cheap RPC per worker.
+TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
 def quiet_logs() -> None:
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+
+
+def prompt_train_controller() -> None:
+    """Poll Ray Train's workers every `TRAIN_POLL_S` unless the user set the interval: call before
+    creating a trainer (Ray Train passes the variable on to the controller it starts)."""
+    os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_S)
 
 
 def worker_runtime_env() -> dict:

@@ -52,8 +52,8 @@ from pipeline.train.progress import TrainProgress
 from pipeline.train.step import stats_to_floats, total_iterations, train_step
 
 CRASH_MARKER = "crash_injected_at_{}"
-# The controller collects reports by polling (2 s by default): wait a little longer before the
-# injected crash so that the checkpoint reported just before it is registered.
+# The controller collects reports by polling (every `ray_utils.TRAIN_POLL_S`; 2 s at Ray's default):
+# wait a little longer before the injected crash so that the checkpoint reported just before it is registered.
 CRASH_GRACE_S = 3.0
 METRICS_FILE = "metrics.json"
 BAD_IMAGES = "bad_images"  # training samples left out because their image could not be read

@@ -37,7 +37,7 @@ from pipeline.data.datasets import dataset_dir, split_paths
 from pipeline.data.precompute import ensure_precomputed
 from pipeline.eval.mlflow_model import log_pyfunc_model
 from pipeline.eval.model_files import CONFIG_FILE, MODEL_FILE
-from pipeline.ray_utils import init_ray, quiet_logs, worker_runtime_env
+from pipeline.ray_utils import init_ray, prompt_train_controller, quiet_logs, worker_runtime_env
 from pipeline.storage import is_uri, join, location_of, resolve_storage
 from pipeline.train.checkpoint import STATE_FILE
 from pipeline.train.loop import train_loop_per_worker
@@ -169,6 +169,7 @@ def _earlier_runs(cfg: Config, key: dict[str, str], name: str, config_hash: str)
 
 def _trainer(cfg: Config, name: str, storage: str, logger: tracking.RunLogger, local: bool,
              callbacks: list | None) -> TorchTrainer:
+    prompt_train_controller()
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "run_dir": join(storage, name),
