@@ -46,6 +46,7 @@ from pipeline.data.table_dir import (IMAGES_FILE, INFO_METADATA_KEY, PLAN_METADA
                                      fingerprint, plan_json, read_manifest, remove_unplanned, shard_info,
                                      shard_name, tables_current, write_manifest, write_validated)
 from pipeline.ray_utils import one_cluster, ray_session
+from pipeline.storage import is_uri
 
 
 @dataclass
@@ -291,8 +292,8 @@ def ensure_precomputed(data_cfg, progress: bool = False) -> dict[str, str]:
         for split in todo:
             _precompute_split(data_cfg, split, overwrite=False, progress=progress)
         for split in SPLITS:
-            local = "://" not in dirs[split]  # tables behind a URI are made elsewhere (`tables_current`)
-            if (data_cfg.integrals == "parquet" and not augments(data_cfg, split) and local
+            if (data_cfg.integrals == "parquet" and not augments(data_cfg, split)
+                    and not is_uri(dirs[split])  # tables behind a URI are made elsewhere (`tables_current`)
                     and not scaled_current(dirs[split], data_cfg.scale)):
                 precompute_scaled(dirs[split], data_cfg.scale, num_workers=data_cfg.precompute_workers,
                                   progress=progress, shutdown_ray=False)

@@ -17,6 +17,7 @@ import uuid
 import pyarrow.parquet as pq
 
 from pipeline.data.instance_table import SCHEMA_VERSION, validate_table
+from pipeline.storage import is_uri
 
 MANIFEST = "_manifest.json"
 # What a directory's tables depend on: the manifest's and every shard's record of its plan.
@@ -76,18 +77,14 @@ def read_manifest(out_dir: str) -> dict | None:
 def check_manifest(out_dir: str, manifest: dict, overwrite: bool, keys: tuple[str, ...] = PLAN_KEYS) -> None:
     """Nothing to do when `out_dir` has no manifest or one with the same plan (`keys`); else an
     error, or with `overwrite` its shards and manifest removed."""
-    path = os.path.join(out_dir, MANIFEST)
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(out_dir, MANIFEST)):
         return
-    try:
-        with open(path) as f:
-            old = json.load(f)
-        if not isinstance(old, dict):
-            raise ValueError(f"{path} is not a JSON object")
+    old = read_manifest(out_dir)
+    if old is None:  # not a JSON object: damaged, or made by something else
+        changed, why = [MANIFEST], f"its {MANIFEST} is unreadable"
+    else:
         changed = [k for k in keys if old.get(k) != manifest[k]]
         why = f"{', '.join(changed)} differ"
-    except ValueError:  # not JSON: damaged, or made by something else
-        changed, why = [MANIFEST], f"its {MANIFEST} is unreadable"
     if not changed:
         return
     if not overwrite:
@@ -140,7 +137,7 @@ def tables_current(out_dir: str, json_path: str, settings: dict) -> bool:
     """Whether `out_dir` holds finished tables of this very JSON file (same bytes) made with
     `settings` (layout, images_per_shard, skip_invalid): checked from the manifest alone, without
     parsing the JSON. Tables behind a URI (s3://…) are taken as they are: they are made elsewhere."""
-    if "://" in out_dir:
+    if is_uri(out_dir):
         return True
     manifest = read_manifest(out_dir)
     expected = {"schema_version": SCHEMA_VERSION, **settings}
